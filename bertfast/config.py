@@ -1,0 +1,181 @@
+"""BertConfig: the fields of a BERT `config.json` that the math depends on, read without transformers.
+
+Unsupported architectures (decoders, cross-attention, relative position embeddings) are refused here,
+at load time, with a message naming the field, rather than producing wrong numbers later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+# hidden_act values we implement, mapped to the canonical activation the kernels know.
+# HF's spellings: gelu (erf), gelu_python (erf, Python), gelu_new / gelu_pytorch_tanh / gelu_fast (tanh forms).
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_fast",
+    "quick_gelu": "quick_gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+    "tanh": "tanh",
+}
+
+
+class ConfigError(ValueError):
+    """A config.json that bertfast cannot run faithfully."""
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    classifier_dropout: float | None = None
+    position_embedding_type: str = "absolute"
+    is_decoder: bool = False
+    add_cross_attention: bool = False
+    tie_word_embeddings: bool = True
+    # Head settings (HF's names), used by heads.py.
+    num_labels: int = 2
+    problem_type: str | None = None
+    id2label: dict[int, str] | None = None
+    # Everything else in the file, kept so that to_dict() round-trips.
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        def positive_int(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"config field {name!r} must be a positive integer, got {v!r}")
+
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "num_labels",
+        ):
+            positive_int(name)
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"config field 'hidden_size' ({self.hidden_size}) must be a multiple of "
+                f"'num_attention_heads' ({self.num_attention_heads})"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(
+                f"config field 'hidden_act' is {self.hidden_act!r}; supported: {', '.join(sorted(ACTIVATIONS))}"
+            )
+        if self.position_embedding_type not in (None, "absolute"):
+            raise ConfigError(
+                f"config field 'position_embedding_type' is {self.position_embedding_type!r}; "
+                "bertfast supports only 'absolute' position embeddings"
+            )
+        if self.is_decoder:
+            raise ConfigError("config field 'is_decoder' is true; bertfast runs bidirectional encoders only")
+        if self.add_cross_attention:
+            raise ConfigError("config field 'add_cross_attention' is true; bertfast does not support cross-attention")
+        if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
+            raise ConfigError(f"config field 'layer_norm_eps' must be a positive number, got {self.layer_norm_eps!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            p = getattr(self, name)
+            if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+                raise ConfigError(f"config field {name!r} must be in [0, 1), got {p!r}")
+        if self.pad_token_id is not None and not (0 <= self.pad_token_id < self.vocab_size):
+            raise ConfigError(
+                f"config field 'pad_token_id' ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})"
+            )
+
+    # --------------------------------------------------------------- derived
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def activation(self) -> str:
+        """The canonical activation name the kernels and reference use."""
+        return ACTIVATIONS[self.hidden_act]
+
+    # ------------------------------------------------------------------- I/O
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BertConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a BERT config must be a JSON object, got {type(data).__name__}")
+        model_type = data.get("model_type", "bert")
+        if model_type not in ("bert",):
+            raise ConfigError(f"config field 'model_type' is {model_type!r}; bertfast loads 'bert' models")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "id2label"}
+        kwargs = {k: data[k] for k in known if k in data}
+        if kwargs.get("position_embedding_type") is None:
+            kwargs.pop("position_embedding_type", None)
+        id2label = data.get("id2label")
+        if id2label is not None:
+            kwargs["id2label"] = {int(k): str(v) for k, v in id2label.items()}
+            if "num_labels" not in data:
+                kwargs["num_labels"] = len(id2label)
+        extra = {k: v for k, v in data.items() if k not in known and k != "id2label"}
+        return cls(**kwargs, extra=extra)
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> BertConfig:
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no config file at {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        try:
+            return cls.from_dict(data)
+        except (ConfigError, TypeError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike) -> BertConfig:
+        return cls.from_json_file(os.path.join(os.fspath(model_dir), "config.json"))
+
+    @classmethod
+    def from_hf(cls, hf_config: Any) -> BertConfig:
+        """From a transformers BertConfig object (duck-typed: anything with to_dict())."""
+        data = hf_config.to_dict()
+        data.setdefault("model_type", "bert")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                out[f.name] = getattr(self, f.name)
+        if self.id2label is not None:
+            out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["model_type"] = "bert"
+        return out
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")

@@ -1,0 +1,192 @@
+"""Dispatch: every op the encoder runs, with a plain torch implementation and a Triton one.
+
+`backend="auto"` runs the Triton kernels on CUDA tensors and torch elsewhere; `"torch"` runs torch
+anywhere; `"triton"` runs the kernels, which on CPU tensors needs the Triton interpreter
+(TRITON_INTERPRET=1 set before triton is imported). BERTFAST_BACKEND overrides the default ("auto")
+for a whole process. Nothing here touches the GPU or imports triton at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .padding import PackInfo, pad, unpad
+
+BACKENDS = ("auto", "torch", "triton")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def default_backend() -> str:
+    env = os.environ.get("BERTFAST_BACKEND")
+    if env is None or env == "":
+        return "auto"
+    if env not in BACKENDS:
+        raise ValueError(f"environment variable BERTFAST_BACKEND must be one of {BACKENDS}, got {env!r}")
+    return env
+
+
+def interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether triton can be imported (cached; importing it does not touch the GPU)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    from . import kernels
+
+    return kernels
+
+
+def triton_unavailable_reason(device: torch.device) -> str | None:
+    """Why the Triton path cannot run tensors on `device` (None when it can)."""
+    if not triton_available():
+        return "triton is not installed (pip install triton==3.6.0)"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu":
+        if interpreter_on():
+            return None
+        return (
+            "the Triton kernels run CPU tensors only under the Triton interpreter: "
+            "set TRITON_INTERPRET=1 before triton is imported, or use backend='torch'"
+        )
+    return f"the Triton kernels do not run on {device.type} tensors"
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, needs_grad: bool) -> str:
+    """The implementation that runs: 'torch' or 'triton'.
+
+    The kernels are inference-only: when autograd needs a graph, the torch path runs (its gradients
+    are exact), whatever was asked for.
+    """
+    if backend == "auto":
+        backend = default_backend()
+    if backend == "torch" or needs_grad:
+        return "torch"
+    if backend == "auto":
+        ok = device.type == "cuda" and dtype in _TRITON_DTYPES and triton_available()
+        return "triton" if ok else "torch"
+    # backend == "triton": asked for explicitly, so an impossible request is an error, not a fallback.
+    reason = triton_unavailable_reason(device)
+    if reason is not None:
+        raise RuntimeError(f"backend='triton' cannot run here: {reason}")
+    if dtype not in _TRITON_DTYPES:
+        raise TypeError(f"backend='triton' supports float16, bfloat16 and float32 weights, got {dtype}")
+    return "triton"
+
+
+# --------------------------------------------------------------------------- activations
+def activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Canonical activation names (config.ACTIVATIONS values), computed as Hugging Face computes them."""
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    if name == "gelu_fast":
+        return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+    if name == "quick_gelu":
+        return x * torch.sigmoid(1.702 * x)
+    if name == "relu":
+        return F.relu(x)
+    if name == "silu":
+        return F.silu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+# --------------------------------------------------------------------------- ops
+def embed_layernorm(
+    backend: str,
+    input_ids: torch.Tensor | None,  # (T,)
+    position_ids: torch.Tensor,  # (T,)
+    token_type_ids: torch.Tensor,  # (T,)
+    word: torch.Tensor,  # (V, H)
+    position: torch.Tensor,  # (P, H)
+    token_type: torch.Tensor,  # (Tt, H)
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    inputs_embeds: torch.Tensor | None = None,  # (T, H), instead of input_ids
+) -> torch.Tensor:
+    if backend == "triton" and inputs_embeds is None:
+        return _kernels().embed_layernorm(
+            input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps
+        )
+    x = word[input_ids] if inputs_embeds is None else inputs_embeds  # (T, H)
+    x = x + token_type[token_type_ids] + position[position_ids]  # (T, H), HF's order of the sums
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def linear(
+    backend: str,
+    x: torch.Tensor,  # (T, K)
+    weight: torch.Tensor,  # (N, K)
+    bias: torch.Tensor | None,
+    activation_name: str | None = None,
+    residual: torch.Tensor | None = None,  # (T, N)
+) -> torch.Tensor:
+    if backend == "triton":
+        return _kernels().linear(x, weight, bias, activation=activation_name, residual=residual)
+    y = F.linear(x, weight, bias)  # (T, N)
+    if activation_name is not None:
+        y = activation(y, activation_name)
+    return y if residual is None else y + residual
+
+
+def layernorm(
+    backend: str,
+    x: torch.Tensor,  # (T, H)
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,  # (T, H)
+) -> torch.Tensor:
+    """LayerNorm(x + residual)."""
+    if backend == "triton":
+        return _kernels().layernorm(x, weight, bias, eps, residual=residual)
+    if residual is not None:
+        x = x + residual
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def attention(
+    backend: str,
+    qkv: torch.Tensor,  # (T, 3H): Q | K | V, heads contiguous within each third
+    info: PackInfo,
+    num_heads: int,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Bidirectional attention of each packed sequence over itself; returns (T, H)."""
+    if backend == "triton":
+        if dropout_p:
+            raise RuntimeError("the Triton attention kernel is inference-only (dropout_p must be 0)")
+        return _kernels().varlen_attention(qkv, info.cu_seqlens, info.max_seqlen, num_heads)
+    T, H3 = qkv.shape
+    H = H3 // 3
+    D = H // num_heads
+    B, S = info.batch, info.seqlen
+    # torch's SDPA wants (B, N, S, D): lay the packed tokens out padded, once per layer.
+    padded = pad(qkv, info)  # (B, S, 3H)
+    q, k, v = padded.view(B, S, 3, num_heads, D).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, N, S, D)
+    mask = None if info.mask is None else info.mask[:, None, None, :]  # (B, 1, 1, S) True = attend
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0 / math.sqrt(D))
+    ctx = ctx.transpose(1, 2).reshape(B, S, H)  # (B, S, H)
+    return unpad(ctx, info)  # (T, H)

@@ -1,0 +1,15 @@
+"""Test-session set-up.
+
+Kernels run on the CPU through the Triton interpreter, which must be switched on before triton is
+imported anywhere; on a machine with a GPU the same tests run the compiled kernels unless the caller
+sets TRITON_INTERPRET=1 explicitly.
+"""
+
+import os
+import shutil
+
+if "TRITON_INTERPRET" not in os.environ and shutil.which("nvidia-smi") is None:
+    os.environ["TRITON_INTERPRET"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,62 @@
+"""One tolerance table per dtype and one comparison helper that says where and by how much."""
+
+from __future__ import annotations
+
+import torch
+
+# Absolute slack added to the "2x PyTorch's own error" rule (shared/DESIGN.md, Numerics), per dtype.
+ATOL = {
+    torch.float32: 1e-5,
+    torch.float16: 1e-3,
+    torch.bfloat16: 8e-3,
+}
+
+# Whole-model bound against Hugging Face in fp32 on real (non-padding) positions.
+MODEL_ATOL_FP32 = 1e-4
+
+
+def _describe(actual: torch.Tensor, expected: torch.Tensor, what: str) -> str:
+    diff = (actual.double() - expected.double()).abs()
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
+    flat = int(diff.argmax())
+    idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
+    bad = int((diff > 0).sum())
+    return (
+        f"{what}: max abs error {diff.max().item():.3e} at index {idx}: "
+        f"got {actual[idx].item():.6g}, expected {expected[idx].item():.6g} "
+        f"({bad} of {diff.numel()} elements differ; shape {tuple(actual.shape)})"
+    )
+
+
+def max_abs_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
+    diff = (actual.double() - expected.double()).abs()
+    if torch.isnan(diff).any():
+        return float("inf")
+    return diff.max().item() if diff.numel() else 0.0
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, what: str = "tensor") -> None:
+    """Max abs error <= atol, NaN never passes; on failure the message names the worst element."""
+    err = max_abs_err(actual, expected)
+    if not err <= atol:
+        raise AssertionError(_describe(actual, expected, what) + f" > atol {atol:.1e}")
+
+
+def assert_within_torch_error(
+    actual: torch.Tensor,
+    reference: torch.Tensor,
+    torch_same_dtype: torch.Tensor,
+    dtype: torch.dtype,
+    what: str = "tensor",
+) -> None:
+    """The fused-op rule: error vs the high-precision reference <= 2x PyTorch's own same-dtype error + atol."""
+    torch_err = max_abs_err(torch_same_dtype, reference)
+    bound = 2.0 * torch_err + ATOL[dtype]
+    err = max_abs_err(actual, reference)
+    if not err <= bound:
+        raise AssertionError(
+            _describe(actual, reference, what)
+            + f" > bound {bound:.3e} (2 x torch's own {dtype} error {torch_err:.3e} + atol {ATOL[dtype]:.0e})"
+        )
