@@ -210,6 +210,8 @@ class BertForQuestionAnswering(_EncoderHead):
     ):
         if self.num_labels != 2:
             raise ValueError(f"BertForQuestionAnswering needs config.num_labels == 2 (start, end), got {self.num_labels}")
+        if (start_positions is None) != (end_positions is None):
+            raise ValueError("pass both start_positions and end_positions, or neither")
         enc = self._encode(
             return_dict,
             output_hidden_states,
@@ -223,8 +225,6 @@ class BertForQuestionAnswering(_EncoderHead):
         logits = self.qa_outputs(enc.last_hidden_state)  # (B, S, 2)
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))  # (B, S) each
         loss = None
-        if (start_positions is None) != (end_positions is None):
-            raise ValueError("pass both start_positions and end_positions, or neither")
         if start_positions is not None:
             B, S = start_logits.shape
             for name, t in (("start_positions", start_positions), ("end_positions", end_positions)):
@@ -261,8 +261,9 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.bias = self.bias  # one vector under two names, as in HF
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(self.transform(h), self.decoder.weight, self.bias)  # (..., V)
@@ -291,11 +292,16 @@ class _TiedMLM:
     """Mixin: the MLM decoder shares the word embedding matrix (HF's tie_word_embeddings)."""
 
     def tie_weights(self) -> None:
+        head = self.cls.predictions
+        head.decoder.bias = head.bias
         if self.config.tie_word_embeddings:
-            self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+            head.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
     def _tied_keys(self) -> set[str]:
-        return {"cls.predictions.decoder.weight"} if self.config.tie_word_embeddings else set()
+        keys = {"cls.predictions.decoder.bias"}
+        if self.config.tie_word_embeddings:
+            keys.add("cls.predictions.decoder.weight")
+        return keys
 
     def _mlm_loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         _check_labels("labels", labels, tuple(scores.shape[:2]), self.config.vocab_size)

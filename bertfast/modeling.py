@@ -209,6 +209,7 @@ def packed_forward(
         emb.LayerNorm.bias,
         spec.eps,
         inputs_embeds=inputs_embeds,
+        padding_idx=emb.word_embeddings.padding_idx,
     )  # (T, H)
     h = _dropout(h, spec.hidden_dropout, training)
     states = [h] if output_hidden_states else None
@@ -482,11 +483,11 @@ class BertPreTrainedModel(nn.Module):
                     continue
             else:
                 name = key
-            if name in tied:
-                continue  # tied to the word embeddings; the checkpoint's copy is redundant
             if name == "cls.predictions.decoder.bias" and "cls.predictions.bias" in expected:
-                mapped.setdefault("cls.predictions.bias", value)
+                mapped.setdefault("cls.predictions.bias", value)  # the same vector under its other name
                 continue
+            if name in tied:
+                continue  # tied to another parameter; the checkpoint's copy is redundant
             if name in expected:
                 mapped[name] = value
             elif name.startswith(other_heads) or (

@@ -125,12 +125,13 @@ def embed_layernorm(
     bias: torch.Tensor,
     eps: float,
     inputs_embeds: torch.Tensor | None = None,  # (T, H), instead of input_ids
+    padding_idx: int | None = None,  # the word row that gets no gradient (nn.Embedding's padding_idx)
 ) -> torch.Tensor:
     if backend == "triton" and inputs_embeds is None:
         return _kernels().embed_layernorm(
             input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps
         )
-    x = word[input_ids] if inputs_embeds is None else inputs_embeds  # (T, H)
+    x = F.embedding(input_ids, word, padding_idx) if inputs_embeds is None else inputs_embeds  # (T, H)
     x = x + token_type[token_type_ids] + position[position_ids]  # (T, H), HF's order of the sums
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
