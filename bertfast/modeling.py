@@ -558,6 +558,7 @@ class BertModel(BertPreTrainedModel):
         """As BertPreTrainedModel.from_pretrained; the pooler is kept when the checkpoint has one,
         unless `add_pooling_layer` says otherwise."""
         if add_pooling_layer is None:
+            BertConfig.from_pretrained(model_dir)  # a broken config is reported before the weights are opened
             add_pooling_layer = _checkpoint_has_pooler(model_dir)
         return super().from_pretrained(model_dir, model_kwargs={"add_pooling_layer": add_pooling_layer}, **kwargs)
 
