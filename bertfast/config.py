@@ -156,7 +156,10 @@ class BertConfig:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike) -> BertConfig:
-        return cls.from_json_file(os.path.join(os.fspath(model_dir), "config.json"))
+        model_dir = os.fspath(model_dir)
+        if not os.path.isdir(model_dir):
+            raise FileNotFoundError(f"model directory {model_dir!r} does not exist")
+        return cls.from_json_file(os.path.join(model_dir, "config.json"))
 
     @classmethod
     def from_hf(cls, hf_config: Any) -> BertConfig:
