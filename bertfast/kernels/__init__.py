@@ -1,0 +1,25 @@
+"""Fused Triton kernels for BERT encoders: one file per op (kernel, launcher, reference).
+
+Importing this package never touches the GPU. Launchers run on CUDA tensors, or on CPU tensors when
+the Triton interpreter is on (TRITON_INTERPRET=1 set before triton is first imported).
+"""
+
+from ._utils import interpreting
+from .attention import varlen_attention, varlen_attention_ref
+from .embed_layernorm import embed_layernorm, embed_layernorm_ref
+from .gemm import ACTIVATIONS, activation_ref, linear, linear_ref
+from .layernorm import layernorm, layernorm_ref
+
+__all__ = [
+    "ACTIVATIONS",
+    "activation_ref",
+    "embed_layernorm",
+    "embed_layernorm_ref",
+    "interpreting",
+    "layernorm",
+    "layernorm_ref",
+    "linear",
+    "linear_ref",
+    "varlen_attention",
+    "varlen_attention_ref",
+]

@@ -1,0 +1,139 @@
+"""The kernels outside the interpreter: import without a GPU, a clear error on CPU tensors, and a
+compile for Hopper (sm_90, via triton's bundled ptxas) that needs no GPU, so a kernel that only the
+real compiler rejects, or a tile that overflows shared memory, fails here and not first on an H100.
+
+Each check runs in a fresh interpreter with TRITON_INTERPRET unset (it is decided at import)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, timeout: int = 240) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def test_cpu_tensors_without_interpreter_raise_a_clear_error():
+    out = _run(
+        """
+        import torch
+        from bertfast.kernels import embed_layernorm, layernorm, linear, varlen_attention
+        x, w, b = torch.randn(4, 48), torch.randn(48), torch.randn(48)
+        ids = torch.arange(4)
+        calls = {
+            "embed_layernorm": lambda: embed_layernorm(ids, ids, None, x, x, x, w, b, 1e-5),
+            "layernorm": lambda: layernorm(x, w, b, 1e-5),
+            "linear": lambda: linear(x, torch.randn(8, 48)),
+            "varlen_attention": lambda: varlen_attention(
+                torch.randn(4, 96), torch.tensor([0, 4], dtype=torch.int32), 4, 2),
+        }
+        for name, call in calls.items():
+            try:
+                call()
+            except RuntimeError as e:
+                assert "TRITON_INTERPRET=1" in str(e), (name, str(e))
+                print("ok", name)
+            else:
+                raise AssertionError(name + " ran CPU tensors without the interpreter")
+        """
+    )
+    assert out.split() == ["ok", "embed_layernorm", "ok", "layernorm", "ok", "linear", "ok", "varlen_attention"]
+
+
+def test_kernels_compile_for_hopper():
+    pytest.importorskip("triton")
+    out = _run(
+        """
+        import importlib
+        import triton
+        from triton.backends import backends
+        if "nvidia" not in backends:
+            print("SKIP no nvidia backend in this triton"); raise SystemExit(0)
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        from bertfast.kernels import _utils
+        gemm = importlib.import_module("bertfast.kernels.gemm")
+        attn = importlib.import_module("bertfast.kernels.attention")
+        ln = importlib.import_module("bertfast.kernels.layernorm")
+        emb = importlib.import_module("bertfast.kernels.embed_layernorm")
+        TARGET = GPUTarget("cuda", 90, 32)
+        ALIGNED = {"x_ptr", "w_ptr", "bias_ptr", "res_ptr", "out_ptr", "qkv_ptr", "cu_seqlens_ptr", "word_ptr",
+                   "pos_ptr", "type_ptr", "b_ptr", "stride_xm", "stride_wn", "stride_rm", "stride_om", "K", "N",
+                   "stride_qkv_t", "stride_out_t", "hidden", "stride_xt", "stride_rt", "stride_ot"}
+
+        def build(fn, sig, consts, num_warps, num_stages=3):
+            sig = dict(sig, **{k: "constexpr" for k in consts})
+            attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in sig if n in ALIGNED}
+            k = triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=TARGET,
+                               options={"num_warps": num_warps, "num_stages": num_stages})
+            return k.metadata.shared, "wgmma" in k.asm["ptx"]
+
+        def gemm_sig(dt):
+            p = "*" + dt
+            return {"x_ptr": p, "w_ptr": p, "bias_ptr": p, "res_ptr": p, "out_ptr": p, "M": "i32", "N": "i32",
+                    "K": "i32", "stride_xm": "i32", "stride_xk": "i32", "stride_wn": "i32", "stride_wk": "i32",
+                    "stride_rm": "i32", "stride_rn": "i32", "stride_om": "i32", "M_BUCKET": "i32"}
+
+        for dt, cfg, act, even_k in [("fp16", gemm.GEMM_GPU_CONFIGS[0], "gelu", True),
+                                     ("bf16", gemm.GEMM_GPU_CONFIGS[-1], "tanh", False),
+                                     ("fp32", gemm.GEMM_GPU_CONFIGS[-2], "", True)]:
+            c = cfg.kwargs
+            smem, wgmma = build(gemm._linear_fwd_kernel, gemm_sig(dt), dict(
+                HAS_BIAS=True, HAS_RESIDUAL=True, ACTIVATION=act, INPUT_PRECISION="ieee" if dt == "fp32" else "tf32",
+                EVEN_K=even_k, **c), cfg.num_warps, cfg.num_stages)
+            elem = 4 if dt == "fp32" else 2
+            est = _utils.smem_bytes(cfg.num_stages, elem, c["BLOCK_M"] * c["BLOCK_K"], c["BLOCK_K"] * c["BLOCK_N"])
+            assert smem <= est + 1024, ("gemm", dt, c, smem, est)
+            assert wgmma == (dt != "fp32" and c["BLOCK_M"] >= 64), ("gemm wgmma", dt, c)
+            print("gemm", dt, c["BLOCK_M"], c["BLOCK_N"], smem)
+
+        for dt, d, cfg in [("fp16", 64, attn.ATTENTION_GPU_CONFIGS[0]), ("bf16", 80, attn.ATTENTION_GPU_CONFIGS[-2]),
+                           ("fp32", 32, attn.ATTENTION_GPU_CONFIGS[-1])]:
+            bd = triton.next_power_of_2(d)
+            sig = {"qkv_ptr": "*" + dt, "cu_seqlens_ptr": "*i32", "out_ptr": "*" + dt, "stride_qkv_t": "i32",
+                   "stride_qkv_c": "i32", "stride_out_t": "i32", "hidden": "i32", "qk_scale": "fp32",
+                   "SEQ_BUCKET": "i32"}
+            smem, _ = build(attn._varlen_attention_fwd_kernel, sig, dict(
+                HEAD_DIM=d, BLOCK_D=bd, MASK_D=d != bd, INPUT_PRECISION="ieee" if dt == "fp32" else "tf32",
+                **cfg.kwargs), cfg.num_warps, cfg.num_stages)
+            elem = 4 if dt == "fp32" else 2
+            bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+            est = _utils.smem_bytes(cfg.num_stages, elem, 2 * bn * bd) + bm * bd * elem
+            assert smem <= est + 1024, ("attention", dt, d, cfg, smem, est)
+            print("attention", dt, d, smem)
+
+        for dt in ("fp16", "fp32"):
+            p = "*" + dt
+            bh, bt, nw = _utils.layernorm_launch_params(768, 2 if dt == "fp16" else 4)
+            build(ln._layernorm_fwd_kernel, {
+                "x_ptr": p, "res_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p, "T": "i32", "H": "i32",
+                "stride_xt": "i32", "stride_xh": "i32", "stride_rt": "i32", "stride_rh": "i32", "stride_ot": "i32",
+                "eps": "fp32"}, dict(HAS_RESIDUAL=True, BLOCK_T=bt, BLOCK_H=bh), nw)
+            build(emb._embed_layernorm_fwd_kernel, {
+                "ids_ptr": "*i64", "pos_ids_ptr": "*i64", "type_ids_ptr": "*i32", "word_ptr": p, "pos_ptr": p,
+                "type_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p, "T": "i32", "H": "i32", "stride_ids": "i32",
+                "stride_pos_ids": "i32", "stride_type_ids": "i32", "stride_word": "i32", "stride_pos": "i32",
+                "stride_type": "i32", "stride_ot": "i32", "eps": "fp32"},
+                dict(HAS_TYPE_IDS=dt == "fp16", BLOCK_T=bt, BLOCK_H=bh), nw)
+            print("layernorms", dt)
+        """,
+        timeout=600,
+    )
+    if out.startswith("SKIP"):
+        pytest.skip(out.strip())
+    assert "layernorms fp32" in out, out
