@@ -80,11 +80,11 @@ def info() -> dict:
         "BERTFAST_BACKEND default": ops.default_backend(),
     }  # fmt: skip
     try:
-        from . import tokenizer
+        from . import _wordpiece
 
-        out["tokenizer"] = tokenizer.extension_status()
-    except Exception as e:
-        out["tokenizer"] = f"unavailable ({type(e).__name__}: {e})"
+        out["tokenizer"] = f"C++ WordPiece extension loaded ({_wordpiece.__file__})"
+    except ImportError as e:  # reported, not hidden: the build failed or was skipped
+        out["tokenizer"] = f"C++ extension unavailable ({e}); reinstall with pip install -e ."
     return out
 
 
