@@ -193,6 +193,7 @@ def packed_forward(
     inputs_embeds: torch.Tensor | None,  # (T, H)
     backend: str,
     output_hidden_states: bool,
+    first_token_index: torch.Tensor | None = None,  # (B,) rows the pooler reads; default info's
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
     """The encoder on packed tokens. Returns (hidden (T, H), pooled (B, H) or None, all hidden states)."""
     training = bert.training
@@ -220,7 +221,8 @@ def packed_forward(
     pooled = None
     pooler = getattr(bert, "pooler", None)
     if pooler is not None:
-        first = h.index_select(0, info.first_token_index)  # (B, H): each sequence's [CLS]
+        index = info.first_token_index if first_token_index is None else first_token_index
+        first = h.index_select(0, index)  # (B, H): each sequence's [CLS]
         pooled = ops.linear(backend, first, pooler.dense.weight, pooler.dense.bias, "tanh")  # (B, H)
     return h, pooled, states
 

@@ -1,0 +1,276 @@
+"""CUDA graphs per token bucket, and the on-disk cache of tuned kernel configs.
+
+At batch 1 a BERT forward is ~80 kernel launches whose Python and launch overhead dwarfs the work.
+`CudaGraphEncoder` captures the whole packed forward once per bucket (T_b total tokens, B_b
+sequences) into static buffers sharing one memory pool, and replays it for any batch that fits.
+
+A batch of T real tokens in B sequences is laid into a (T_b, B_b) bucket like this:
+
+    tokens    [ real 0 .. T-1 | dummy tokens T .. T_b-1 (id = pad, type 0, position 0) ]
+    sequences [ the B real ones | the dummies, DUMMY_CHUNK tokens each | empty ones (length 0) ]
+
+The padding tokens form sequences of their own, so attention never mixes them with real tokens;
+splitting them into short chunks keeps their attention cost (quadratic in length) negligible.
+Empty trailing sequences cost one early-exiting program each in the attention grid.
+
+The CPU-testable planning (buckets, layout) is separate from the capture, which needs a GPU.
+Status: the planning and the tuned-config cache are tested on the CPU; `CudaGraphEncoder` has not
+yet run on a GPU, so nothing in the forward path calls it until a GPU run validates replay against
+the eager packed path (issue 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DUMMY_CHUNK = 16
+
+
+# =============================================================================== planning (CPU)
+def power_of_two_buckets(largest: int, smallest: int = 16) -> list[int]:
+    """smallest, 2 * smallest, ... up to the first power of two >= largest."""
+    if largest < 1 or smallest < 1:
+        raise ValueError(f"bucket bounds must be positive, got largest={largest}, smallest={smallest}")
+    out, b = [], 1 << max(0, math.ceil(math.log2(smallest)))
+    while True:
+        out.append(b)
+        if b >= largest:
+            return out
+        b *= 2
+
+
+def sequences_needed(num_tokens: int, num_seqs: int, token_bucket: int) -> int:
+    """Sequence slots a batch needs in a bucket of `token_bucket` tokens: real ones plus dummy chunks."""
+    return num_seqs + math.ceil((token_bucket - num_tokens) / DUMMY_CHUNK)
+
+
+def select_bucket(
+    num_tokens: int, num_seqs: int, token_buckets: list[int], seq_buckets: list[int]
+) -> tuple[int, int] | None:
+    """The smallest (T_b, B_b) that holds the batch, or None when it fits no bucket (run eagerly)."""
+    if num_tokens < 1 or num_seqs < 1:
+        raise ValueError(f"a batch needs at least one token and one sequence, got {num_tokens}, {num_seqs}")
+    for t_b in sorted(token_buckets):
+        if t_b < num_tokens:
+            continue
+        need = sequences_needed(num_tokens, num_seqs, t_b)
+        for b_b in sorted(seq_buckets):
+            if b_b >= need:
+                return t_b, b_b
+    return None
+
+
+def bucket_cu_seqlens(cu_seqlens: list[int], token_bucket: int, seq_bucket: int) -> list[int]:
+    """The (B_b + 1) offsets of a batch laid into a bucket: real sequences, dummy chunks, empty slots."""
+    num_tokens, num_seqs = cu_seqlens[-1], len(cu_seqlens) - 1
+    if sequences_needed(num_tokens, num_seqs, token_bucket) > seq_bucket or num_tokens > token_bucket:
+        raise ValueError(f"a batch of {num_tokens} tokens in {num_seqs} sequences does not fit "
+                         f"bucket ({token_bucket}, {seq_bucket})")  # fmt: skip
+    out = list(cu_seqlens)
+    pos = num_tokens
+    while pos < token_bucket:
+        pos = min(pos + DUMMY_CHUNK, token_bucket)
+        out.append(pos)
+    out.extend([token_bucket] * (seq_bucket + 1 - len(out)))
+    return out
+
+
+# =============================================================================== capture (GPU)
+@dataclass
+class _Graph:
+    graph: Any
+    ids: torch.Tensor
+    types: torch.Tensor
+    positions: torch.Tensor
+    cu_seqlens: torch.Tensor
+    hidden: torch.Tensor
+    pooled: torch.Tensor | None
+
+
+@dataclass
+class GraphStats:
+    captured: dict[tuple[int, int], float] = field(default_factory=dict)  # bucket -> capture seconds
+    replays: int = 0
+    fallbacks: int = 0
+    pool_bytes: int = 0
+
+
+class CudaGraphEncoder:
+    """Replays a captured packed forward of `bert` for batches that fit a bucket; None otherwise.
+
+    Inference only (the caller checks that no gradient is needed), one shared memory pool for all
+    graphs, at most `max_graphs` buckets captured (least-used ones are not evicted: a batch whose
+    bucket is not captured once the limit is reached runs eagerly and is counted in `stats.fallbacks`).
+    """
+
+    def __init__(self, bert, spec, *, max_tokens: int = 4096, max_seqs: int = 256, max_graphs: int = 12):
+        self.bert = bert
+        self.spec = spec
+        self.token_buckets = power_of_two_buckets(max_tokens)
+        self.seq_buckets = power_of_two_buckets(max_seqs, smallest=4)
+        self.max_graphs = max_graphs
+        self.graphs: dict[tuple[int, int], _Graph] = {}
+        self.pool = None
+        self.stats = GraphStats()
+
+    def _run(self, g: _Graph, info):
+        from .modeling import packed_forward
+
+        first = g.cu_seqlens[:-1].long().clamp(max=g.ids.numel() - 1)  # empty slots read a dummy row
+        h, pooled, _ = packed_forward(
+            self.bert, self.spec, info, g.ids, g.types, g.positions, None, "triton", False, first_token_index=first
+        )
+        return h, pooled
+
+    def _capture(self, key: tuple[int, int], device: torch.device) -> _Graph:
+        import time
+
+        from .padding import PackInfo
+
+        t_b, b_b = key
+        t0 = time.perf_counter()
+        before = torch.cuda.memory_reserved(device)
+        cu = torch.tensor(bucket_cu_seqlens([0, t_b], t_b, b_b), dtype=torch.int32, device=device)
+        g = _Graph(
+            graph=torch.cuda.CUDAGraph(),
+            ids=torch.full((t_b,), self.bert.embeddings.word_embeddings.padding_idx or 0, device=device),
+            types=torch.zeros(t_b, dtype=torch.long, device=device),
+            positions=torch.zeros(t_b, dtype=torch.long, device=device),
+            cu_seqlens=cu,
+            hidden=None,  # type: ignore[arg-type]
+            pooled=None,
+        )
+        info = PackInfo(b_b, self.spec.max_position_embeddings, None, cu, self.spec.max_position_embeddings, None)
+        # Warm up on a side stream: Triton compiles and autotunes here, never inside the capture.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._run(g, info)
+        torch.cuda.current_stream(device).wait_stream(side)
+        with torch.cuda.graph(g.graph, pool=self.pool):
+            g.hidden, g.pooled = self._run(g, info)
+        self.pool = g.graph.pool()
+        torch.cuda.synchronize(device)
+        self.stats.pool_bytes += torch.cuda.memory_reserved(device) - before
+        self.stats.captured[key] = time.perf_counter() - t0
+        return g
+
+    def __call__(
+        self,
+        ids: torch.Tensor,  # (T,)
+        types: torch.Tensor,  # (T,)
+        positions: torch.Tensor,  # (T,)
+        cu_seqlens: list[int],  # (B + 1,) on the host
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        T, B = ids.numel(), len(cu_seqlens) - 1
+        key = select_bucket(T, B, self.token_buckets, self.seq_buckets)
+        if key is None or (key not in self.graphs and len(self.graphs) >= self.max_graphs):
+            self.stats.fallbacks += 1
+            return None
+        g = self.graphs.get(key)
+        if g is None:
+            g = self.graphs[key] = self._capture(key, ids.device)
+        g.ids[:T].copy_(ids)
+        g.ids[T:].fill_(self.bert.embeddings.word_embeddings.padding_idx or 0)
+        g.types[:T].copy_(types)
+        g.types[T:].zero_()
+        g.positions[:T].copy_(positions)
+        g.positions[T:].zero_()
+        cu = torch.tensor(bucket_cu_seqlens(cu_seqlens, *key), dtype=torch.int32)
+        g.cu_seqlens.copy_(cu.pin_memory() if ids.is_cuda else cu, non_blocking=True)
+        g.graph.replay()
+        self.stats.replays += 1
+        pooled = g.pooled[:B].clone() if g.pooled is not None else None
+        return g.hidden[:T].clone(), pooled
+
+
+# =============================================================================== tuned-config cache
+def cache_dir() -> Path:
+    """BERTFAST_CACHE_DIR, else $XDG_CACHE_HOME/bertfast, else ~/.cache/bertfast."""
+    env = os.environ.get("BERTFAST_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bertfast"
+
+
+def kernel_source_hash() -> str:
+    """Hash of every kernel source file: an edited kernel invalidates its tuned configs."""
+    h = hashlib.sha256()
+    kdir = Path(__file__).resolve().parent / "kernels"
+    for path in sorted(kdir.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class TunedConfigCache:
+    """Kernel configs chosen per shape bucket, stored per (device name, triton version, kernel hash).
+
+    The file holds one JSON object with a header of those three fields and `configs`:
+    {kernel name: {shape key: config dict}}. A file whose header differs from the running process
+    (another GPU, another triton, edited kernels) is ignored and overwritten on save, never used.
+    """
+
+    def __init__(self, device_name: str, triton_version: str, source_hash: str | None = None,
+                 directory: str | os.PathLike | None = None):  # fmt: skip
+        self.header = {
+            "device": device_name,
+            "triton": triton_version,
+            "kernels": source_hash or kernel_source_hash(),
+        }
+        self.directory = Path(directory) if directory is not None else cache_dir()
+        self.configs: dict[str, dict[str, dict[str, Any]]] = {}
+        self.invalid_reason: str | None = None
+
+    @property
+    def path(self) -> Path:
+        slug = "".join(c if c.isalnum() else "-" for c in self.header["device"]).strip("-").lower()
+        return self.directory / f"tuned-{slug}.json"
+
+    def load(self) -> bool:
+        """Read the file; True when it was valid for this process."""
+        self.configs, self.invalid_reason = {}, None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            self.invalid_reason = "no cache file"
+            return False
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            self.invalid_reason = f"unreadable cache file {self.path}: {e}"
+            return False
+        header = data.get("header") if isinstance(data, dict) else None
+        if header != self.header:
+            self.invalid_reason = f"stale cache file {self.path}: made for {header}, running {self.header}"
+            return False
+        configs = data.get("configs")
+        if not isinstance(configs, dict):
+            self.invalid_reason = f"malformed cache file {self.path}: no 'configs' object"
+            return False
+        self.configs = configs
+        return True
+
+    def get(self, kernel: str, key: str) -> dict[str, Any] | None:
+        return self.configs.get(kernel, {}).get(key)
+
+    def put(self, kernel: str, key: str, config: dict[str, Any]) -> None:
+        self.configs.setdefault(kernel, {})[key] = dict(config)
+
+    def save(self) -> Path:
+        """Atomic write: a crash never leaves a half-written file behind."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tuned-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"header": self.header, "configs": self.configs}, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+        return self.path

@@ -1,0 +1,97 @@
+"""CUDA-graph planning and the tuned-config cache: everything that needs no GPU."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from bertfast.graphs import (
+    DUMMY_CHUNK,
+    TunedConfigCache,
+    bucket_cu_seqlens,
+    power_of_two_buckets,
+    select_bucket,
+)
+
+TOKENS = power_of_two_buckets(4096)
+SEQS = power_of_two_buckets(256, smallest=4)
+
+
+def test_power_of_two_buckets():
+    assert power_of_two_buckets(100) == [16, 32, 64, 128]
+    assert power_of_two_buckets(128) == [16, 32, 64, 128]
+    assert power_of_two_buckets(3, smallest=4) == [4]
+    with pytest.raises(ValueError, match="positive"):
+        power_of_two_buckets(0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_batches_lay_out_without_touching_real_tokens(seed):
+    rng = random.Random(seed)
+    for _ in range(200):
+        lengths = [rng.randint(1, 512) for _ in range(rng.randint(1, 40))]
+        cu = [0]
+        for n in lengths:
+            cu.append(cu[-1] + n)
+        key = select_bucket(cu[-1], len(lengths), TOKENS, SEQS)
+        if cu[-1] > TOKENS[-1]:
+            assert key is None
+            continue
+        t_b, b_b = key
+        # the smallest token bucket that holds the batch
+        assert t_b >= cu[-1] and (t_b == TOKENS[0] or t_b // 2 < cu[-1])
+        laid = bucket_cu_seqlens(cu, t_b, b_b)
+        assert len(laid) == b_b + 1
+        assert laid[: len(cu)] == cu, "real sequences keep their offsets"
+        assert laid[-1] == t_b and all(a <= b for a, b in zip(laid, laid[1:]))
+        dummies = [b - a for a, b in zip(laid[len(cu) - 1 :], laid[len(cu) :]) if b > a]
+        assert sum(dummies) == t_b - cu[-1], "every padding token is in a dummy sequence"
+        assert all(0 < d <= DUMMY_CHUNK for d in dummies)
+
+
+def test_exact_fit_needs_no_dummy_and_too_many_sequences_do_not_fit():
+    assert select_bucket(64, 3, TOKENS, SEQS) == (64, 4)
+    assert bucket_cu_seqlens([0, 30, 60, 64], 64, 4) == [0, 30, 60, 64, 64]
+    assert select_bucket(17, 1, TOKENS, SEQS) == (32, 4)  # 1 real + 1 dummy chunk of 15
+    assert bucket_cu_seqlens([0, 17], 32, 4) == [0, 17, 32, 32, 32]
+    assert select_bucket(300, 300, TOKENS, SEQS) is None  # more sequences than any bucket
+    assert select_bucket(5000, 2, TOKENS, SEQS) is None
+    with pytest.raises(ValueError, match="does not fit"):
+        bucket_cu_seqlens([0, 10], 8, 4)
+
+
+def test_tuned_cache_round_trip_and_invalidation(tmp_path):
+    cache = TunedConfigCache("NVIDIA H100 80GB HBM3", "3.6.0", "abc123", directory=tmp_path)
+    assert not cache.load() and cache.invalid_reason == "no cache file"
+    cfg = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4}
+    cache.put("linear", "4096x2304x768:bias:float16", cfg)
+    path = cache.save()
+    assert path.name == "tuned-nvidia-h100-80gb-hbm3.json"
+
+    again = TunedConfigCache("NVIDIA H100 80GB HBM3", "3.6.0", "abc123", directory=tmp_path)
+    assert again.load()
+    assert again.get("linear", "4096x2304x768:bias:float16") == cfg
+    assert again.get("linear", "other") is None
+
+    for changed in (dict(triton_version="3.7.0"), dict(source_hash="def456")):
+        args = dict(device_name="NVIDIA H100 80GB HBM3", triton_version="3.6.0", source_hash="abc123")
+        args.update(changed)
+        stale = TunedConfigCache(**args, directory=tmp_path)
+        assert not stale.load() and stale.invalid_reason.startswith("stale cache file")
+        assert stale.get("linear", "4096x2304x768:bias:float16") is None
+
+    other_gpu = TunedConfigCache("NVIDIA H200", "3.6.0", "abc123", directory=tmp_path)
+    assert not other_gpu.load() and other_gpu.path != path
+
+    path.write_text("{ broken")
+    assert not again.load() and "unreadable" in again.invalid_reason
+    path.write_text(json.dumps({"header": again.header}))
+    assert not again.load() and "malformed" in again.invalid_reason
+
+
+def test_kernel_source_hash_is_stable():
+    from bertfast.graphs import kernel_source_hash
+
+    assert kernel_source_hash() == kernel_source_hash() and len(kernel_source_hash()) == 16
