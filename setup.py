@@ -18,6 +18,7 @@ def _extensions():
             "bertfast._wordpiece",
             sources,
             include_dirs=["csrc"],
+            depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h")),
             cxx_std=17,
             extra_compile_args=["-O3", "-fvisibility=hidden"],
             extra_link_args=["-pthread"],

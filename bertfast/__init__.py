@@ -24,6 +24,26 @@ from .hf import is_optimized, optimize, restore
 
 __version__ = "0.1.0"
 
+# Loaded on first use, so `import bertfast` works (and reports clearly) even where the C++
+# extension was not built: the error comes when the tokenizer is asked for, naming the cause.
+_LAZY = {
+    "Tokenizer": ("bertfast.tokenizer", "Tokenizer"),
+    "SentenceEncoder": ("bertfast.sentence", "SentenceEncoder"),
+    "encode": ("bertfast.sentence", "encode"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bertfast' has no attribute {name!r}")
+
+
 __all__ = [
     "BertConfig",
     "BertForMaskedLM",
@@ -40,5 +60,8 @@ __all__ = [
     "BertPreTrainedModel",
     "CheckpointError",
     "ConfigError",
+    "SentenceEncoder",
+    "Tokenizer",
+    "encode",
     "__version__",
 ]
