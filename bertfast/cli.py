@@ -1,4 +1,4 @@
-"""`bertfast encode | info` from a shell (also `python -m bertfast ...`)."""
+"""`bertfast encode | bench | info` from a shell (also `python -m bertfast ...`)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bertfast", description="Fast BERT encoders: embeddings, info.")
+    p = argparse.ArgumentParser(prog="bertfast", description="Fast BERT encoders: embeddings, benchmarks, info.")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("encode", help="print sentence embeddings (default model: the embedded MiniLM-L6)")
@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, devices, and which backends can run here")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+
+    from . import bench_cli
+
+    bench_cli.register(sub)
     return p
 
 

@@ -1,0 +1,185 @@
+"""bertfast.bench on the CPU with a tiny random model: the report's schema, the writers, the arithmetic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+
+import pytest
+import torch
+
+bench = pytest.importorskip("bertfast.bench")
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    opts = bench.BenchOptions(
+        models=["tiny"], device="cpu", engines=["bertfast", "hf-eager", "hf-sdpa"], batches=[1, 3], seqs=[8, 33],
+        varlen=["varlen-uniform", "varlen-sentences"], varlen_seqs=[33], quick=True, n_sets=2, rounds=2,
+        min_reps=2, max_reps=3, target_s=0.01, progress=False, threads=1,
+    )  # fmt: skip
+    return bench.run(opts)
+
+
+def test_report_schema(tiny_report):
+    r = json.loads(json.dumps(tiny_report))  # JSON-serializable as is
+    for key in bench.TOP_KEYS:
+        assert key in r, key
+    assert r["driver"] is None and isinstance(r["device"], str) and r["device"]
+    assert r["peak"]["matmul_tflops"] > 0 and r["peak"]["copy_tbps"] > 0
+    assert r["tokenizer"]  # the sentence workload says which tokenizer made its lengths
+    rows = r["results"]
+    # 2 batches x (2 fixed seqs + 2 varlen workloads) x 3 engines, nothing skipped
+    assert len(rows) == 2 * 4 * 3, (len(rows), r["skipped"])
+    assert r["skipped"] == []
+    for row in rows:
+        assert list(row)[: len(bench.RESULT_KEYS)] == bench.RESULT_KEYS
+        assert row["model"] == "tiny" and row["dtype"] == "float32" and row["cuda_graphs"] is False
+        assert row["engine"] in ("bertfast", "hf-eager", "hf-sdpa")
+        assert row["lengths"] in ("fixed", "varlen-uniform", "varlen-sentences")
+        for k in ("median_ms", "ms_per_sentence", "tokens_per_s", "tflops", "frac_of_peak", "first_call_ms"):
+            assert isinstance(row[k], float) and math.isfinite(row[k]) and row[k] > 0, (k, row)
+        assert row["peak_mem_mb"] is None  # CPU
+        # the arithmetic of the derived columns
+        assert row["ms_per_sentence"] == pytest.approx(row["median_ms"] / row["batch"])
+        assert row["tokens_per_s"] == pytest.approx(row["tokens"] / (row["median_ms"] / 1e3))
+        assert row["tflops"] == pytest.approx(row["useful_flops"] / (row["median_ms"] / 1e3) / 1e12)
+        assert row["frac_of_peak"] == pytest.approx(row["tflops"] / r["peak"]["matmul_tflops"])
+        if row["lengths"] == "fixed":
+            assert row["tokens"] == row["batch"] * row["seq"]
+
+
+def test_error_column(tiny_report):
+    for row in tiny_report["results"]:
+        assert math.isfinite(row["max_abs_err"]), row
+        bound = 1e-9 if row["engine"] == "hf-eager" else 5e-5  # hf-eager fp32 *is* the reference
+        assert row["max_abs_err"] <= bound, row
+
+
+def test_writers(tiny_report, tmp_path):
+    paths = bench.write_reports(tiny_report, str(tmp_path))
+    assert set(paths) == {"json", "md", "png"}
+    stem = bench.report_stem(tiny_report)
+    assert paths["json"].endswith(stem + ".json") and stem.startswith(bench.slug(tiny_report["device"]))
+    with open(paths["json"]) as f:
+        assert json.load(f)["results"] == json.loads(json.dumps(tiny_report["results"]))
+    with open(paths["md"]) as f:
+        md = f.read()
+    assert "| model | dtype | lengths | batch | seq | bertfast ms | hf-eager ms | hf-sdpa ms |" in md
+    assert md.count("| tiny | float32 |") == 8
+    with open(paths["png"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flops_by_hand():
+    # H=4, I=8, 2 layers, lengths 3 and 1: per layer GEMMs 2*4*(4*16 + 2*4*8) = 8*128 = 1024,
+    # attention 4*(9+1)*4 = 160; two layers -> 2368.
+    assert bench.encoder_flops([3, 1], hidden=4, intermediate=8, layers=2) == 2368
+    # BERT-base, one sequence of 128: 12 * (2*128*(4*768^2 + 2*768*3072) + 4*128^2*768)
+    assert bench.encoder_flops([128], 768, 3072, 12) == 12 * (2 * 128 * 7077888 + 50331648) == 22347251712
+
+
+def test_throughput_arithmetic():
+    t = bench.throughput(median_ms=20.0, batch=8, tokens=1000, flops=4e12, peak_tflops=400.0)
+    assert t["ms_per_sentence"] == pytest.approx(2.5)
+    assert t["tokens_per_s"] == pytest.approx(50_000)
+    assert t["tflops"] == pytest.approx(200.0)
+    assert t["frac_of_peak"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("dist", bench.VARLEN_DISTS)
+@pytest.mark.parametrize("max_len", [64, 512])
+def test_varlen_lengths(dist, max_len):
+    a = bench.varlen_lengths(dist, 4000, max_len, seed=7)
+    assert a == bench.varlen_lengths(dist, 4000, max_len, seed=7)  # seeded
+    assert a != bench.varlen_lengths(dist, 4000, max_len, seed=8)
+    assert min(a) >= 1 and max(a) <= max_len
+    assert statistics.mean(a) == pytest.approx(max_len / 2, rel=0.05)
+    assert len(set(a)) > max_len // 4  # spread out, not constant
+
+
+def test_cases_pad_to_longest():
+    c = bench.make_case("varlen-uniform", 5, 64, vocab=30522, n_sets=3, seed=1)
+    assert len(c.sets) == 3 and c.sets[0].ids.shape != () and not torch.equal(c.sets[0].ids, c.sets[1].ids)
+    for x in c.sets:
+        assert x.ids.shape == (5, max(x.lengths)) and x.mask.sum(1).tolist() == x.lengths
+        assert (x.ids[x.mask == 0] == 0).all() and (x.ids[x.mask == 1] > 0).all()
+    s = bench.make_case("varlen-sentences", 4, 16, vocab=30522, n_sets=1)
+    ids = s.sets[0].ids
+    assert (ids[:, 0] == 101).all() and max(s.sets[0].lengths) <= 16  # real [CLS] ... [SEP], truncated
+    assert len(bench.sentences()) >= 300 and any("的" in t or "了" in t for t in bench.sentences())
+
+
+def test_failed_engine_is_skipped_with_reason(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("compiler exploded")
+
+    monkeypatch.setattr(bench, "ENGINES", bench.ENGINES + [bench.Engine("broken", ("cpu",), False, broken)])
+    opts = bench.BenchOptions(models=["tiny"], device="cpu", engines=["hf-sdpa", "broken"], batches=[2], seqs=[8],
+                              varlen=[], quick=True, n_sets=1, rounds=1, min_reps=1, max_reps=1, target_s=0.001,
+                              progress=False, threads=1)  # fmt: skip
+    rep = bench.run(opts)
+    assert [r["engine"] for r in rep["results"]] == ["hf-sdpa"]
+    assert rep["skipped"] and rep["skipped"][0]["engine"] == "broken"
+    assert "compiler exploded" in rep["skipped"][0]["reason"]
+
+
+def test_cli_parser(monkeypatch, tmp_path):
+    from bertfast import bench_cli
+
+    p = argparse.ArgumentParser(prog="bertfast")
+    bench_cli.register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(["bench", "--device", "cpu", "--quick", "--model", "minilm", "--batch", "1,2", "4",
+                         "--seq", "16", "--out", str(tmp_path)])  # fmt: skip
+    seen = {}
+
+    def fake_run(opts):
+        seen["opts"] = opts
+        return {"device": "x", "date": "2026-01-01T00:00:00", "peak": {}, "results": [], "skipped": []}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "write_reports", lambda rep, out, with_plot=True: {k: out for k in ("json", "md", "png")})
+    monkeypatch.setattr(bench, "markdown", lambda rep: "table")
+    assert args.func(args) == 0
+    o = seen["opts"]
+    assert o.models == ["minilm"] and o.batches == [1, 2, 4] and o.seqs == [16] and o.device == "cpu" and o.quick
+
+
+def test_engine_failing_at_first_call_is_dropped_for_the_model(monkeypatch):
+    calls = []
+
+    def build(*a, **k):
+        m = torch.nn.Linear(2, 2)
+
+        def fwd(ids, mask):
+            calls.append(1)
+            raise RuntimeError("inductor: no C++ compiler")
+
+        fwd.model = m
+        return fwd
+
+    monkeypatch.setattr(bench, "ENGINES", bench.ENGINES + [bench.Engine("compile-like", ("cpu",), False, build)])
+    opts = bench.BenchOptions(models=["tiny"], device="cpu", engines=["hf-sdpa", "compile-like"], batches=[1, 2],
+                              seqs=[8], varlen=[], quick=True, n_sets=1, rounds=1, min_reps=1, max_reps=1,
+                              target_s=0.001, progress=False, threads=1)  # fmt: skip
+    rep = bench.run(opts)
+    assert len(calls) == 1  # tried once, not again for the next case
+    assert [r["engine"] for r in rep["results"]] == ["hf-sdpa", "hf-sdpa"]
+    reasons = [s["reason"] for s in rep["skipped"]]
+    assert len(reasons) == 2 and "no C++ compiler" in reasons[0] and reasons[1].startswith("failed earlier")
+
+
+def test_merge_reports(tiny_report):
+    a = json.loads(json.dumps(tiny_report))
+    b = json.loads(json.dumps(tiny_report))
+    b["date"] = "2099-01-01T00:00:00"
+    for r in b["results"]:
+        r["model"] = "other"
+    m = bench.merge_reports(a, b)
+    assert len(m["results"]) == 2 * len(a["results"]) and m["date"] == a["date"] and len(m["peak_runs"]) == 2
+    assert len(bench.merge_reports(a, a)["results"]) == len(a["results"])  # re-measured rows replace
+    b["device"] = "another GPU"
+    with pytest.raises(ValueError, match="different devices"):
+        bench.merge_reports(a, b)
