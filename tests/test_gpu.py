@@ -20,9 +20,9 @@ def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_minilm_half_precision_within_twice_hf_error(minilm_dir, dtype):
-    gold = transformers.BertModel.from_pretrained(minilm_dir, dtype=torch.float32).cuda().eval()
-    hf_half = transformers.BertModel.from_pretrained(minilm_dir, dtype=dtype).cuda().eval()
+def test_minilm_half_precision_within_twice_hf_error(minilm_gpu_dir, dtype):
+    gold = transformers.BertModel.from_pretrained(minilm_gpu_dir, dtype=torch.float32).cuda().eval()
+    hf_half = transformers.BertModel.from_pretrained(minilm_gpu_dir, dtype=dtype).cuda().eval()
     ours = bertfast.optimize(copy.deepcopy(hf_half))  # backend auto: the kernels on CUDA
     ids, mask, types = (t.cuda() for t in ragged_batch(16, 128, 30522, seed=3))
     ids[:, 0] = 101

@@ -87,7 +87,7 @@ def test_cli_encode_json_equals_sentence_transformers(st_model):
     assert cosine_rows(got, ref).min() >= 0.99999
 
 
-def test_cli_encode_text_and_info():
+def test_cli_encode_text_and_info(minilm_dir):  # the default model is the packaged one
     proc = run_cli("encode", "The bank of the river.")
     assert proc.returncode == 0, proc.stderr
     assert "dim=384 norm=1.0000" in proc.stdout
