@@ -40,3 +40,24 @@ def batches(n: int, size: int, rng: random.Random, shuffle: bool = True):
         rng.shuffle(order)
     for i in range(0, n, size):
         yield order[i : i + size]
+
+
+def fine_tune(model, n_train: int, make_batch, *, epochs: int, batch_size: int, lr: float,
+              max_steps: int | None, rng: random.Random) -> int:
+    """AdamW over shuffled mini-batches (`make_batch(indices)` -> the head's inputs with labels);
+    returns the number of steps taken."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        for idx in batches(n_train, batch_size, rng):
+            loss = model(**make_batch(idx)).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % 10 == 0:
+                print(f"epoch {epoch} step {step} loss {loss.item():.4f}")
+            if max_steps and step >= max_steps:
+                return step
+    return step

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import DATA, batches, model_dir, setup, tokenizer
+from _common import DATA, fine_tune, model_dir, setup, tokenizer
 
 import bertfast
 from bertfast.data import IGNORE_INDEX, batch_token_labels, span_f1
@@ -70,25 +70,15 @@ def main(argv=None):
     path = model_dir()
     tok = tokenizer(path)
     model = bertfast.BertForTokenClassification.from_pretrained(path, num_labels=len(TAGS))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     print(f"train {len(train)}, held out {len(test)} sentences")
-    rng, step = random.Random(0), 0
-    for epoch in range(args.epochs):
-        model.train()
-        for idx in batches(len(train), args.batch_size, rng):
-            words = [train[i][0] for i in idx]
-            labels = [[TAG_ID[t] for t in train[i][1]] for i in idx]
-            loss = model(**batch_token_labels(tok, words, labels, max_length=96)).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step % 10 == 0:
-                print(f"epoch {epoch} step {step} loss {loss.item():.4f}")
-            if args.max_steps and step >= args.max_steps:
-                break
-        if args.max_steps and step >= args.max_steps:
-            break
+
+    def make_batch(idx):
+        words = [train[i][0] for i in idx]
+        labels = [[TAG_ID[t] for t in train[i][1]] for i in idx]
+        return batch_token_labels(tok, words, labels, max_length=96)
+
+    step = fine_tune(model, len(train), make_batch, epochs=args.epochs, batch_size=args.batch_size,
+                     lr=args.lr, max_steps=args.max_steps, rng=random.Random(0))
     m = span_f1([t for _, t in test], predict(model, tok, test))
     print(f"held-out entity F1: {m['f1']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}) "
           f"after {step} steps, {time.time() - t0:.1f} s")

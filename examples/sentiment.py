@@ -10,7 +10,7 @@ import random
 import time
 
 import torch
-from _common import DATA, batches, model_dir, setup, tokenizer
+from _common import DATA, fine_tune, model_dir, setup, tokenizer
 
 import bertfast
 from bertfast.data import batch_sentences
@@ -47,25 +47,14 @@ def main(argv=None):
     path = model_dir()
     tok = tokenizer(path)
     model = bertfast.BertForSequenceClassification.from_pretrained(path, num_labels=2)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     print(f"train {len(train[0])}, held out {len(test[0])}; held-out accuracy before: "
           f"{accuracy(model, tok, *test):.3f}")
-    rng, step = random.Random(0), 0
-    for epoch in range(args.epochs):
-        model.train()
-        for idx in batches(len(train[0]), args.batch_size, rng):
-            b = batch_sentences(tok, [train[0][i] for i in idx], [train[1][i] for i in idx], max_length=64)
-            loss = model(**b).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step % 10 == 0:
-                print(f"epoch {epoch} step {step} loss {loss.item():.4f}")
-            if args.max_steps and step >= args.max_steps:
-                break
-        if args.max_steps and step >= args.max_steps:
-            break
+
+    def make_batch(idx):
+        return batch_sentences(tok, [train[0][i] for i in idx], [train[1][i] for i in idx], max_length=64)
+
+    step = fine_tune(model, len(train[0]), make_batch, epochs=args.epochs, batch_size=args.batch_size,
+                     lr=args.lr, max_steps=args.max_steps, rng=random.Random(0))
     acc = accuracy(model, tok, *test)
     zh = [i for i, t in enumerate(test[0]) if not t.isascii()]
     acc_zh = accuracy(model, tok, [test[0][i] for i in zh], [test[1][i] for i in zh]) if zh else float("nan")
