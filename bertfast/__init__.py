@@ -20,7 +20,7 @@ from .heads import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
-from .hf import is_optimized, optimize, restore
+from .hf import graph_stats, is_optimized, optimize, restore
 
 __version__ = "0.1.0"
 
@@ -53,6 +53,7 @@ __all__ = [
     "BertForQuestionAnswering",
     "BertForSequenceClassification",
     "BertForTokenClassification",
+    "graph_stats",
     "is_optimized",
     "optimize",
     "restore",

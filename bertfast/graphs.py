@@ -14,9 +14,9 @@ splitting them into short chunks keeps their attention cost (quadratic in length
 Empty trailing sequences cost one early-exiting program each in the attention grid.
 
 The CPU-testable planning (buckets, layout) is separate from the capture, which needs a GPU.
-Status: the planning and the tuned-config cache are tested on the CPU; `CudaGraphEncoder` has not
-yet run on a GPU, so nothing in the forward path calls it until a GPU run validates replay against
-the eager packed path (issue 6).
+On the CPU, `replay="eager"` re-runs the same forward on the same static buffers (under the Triton
+interpreter), so the tests check the bucket layout with every kernel; only the capture itself needs
+a GPU.
 """
 
 from __future__ import annotations
@@ -84,16 +84,48 @@ def bucket_cu_seqlens(cu_seqlens: list[int], token_bucket: int, seq_bucket: int)
     return out
 
 
-# =============================================================================== capture (GPU)
+# =============================================================================== capture and replay
+class _CudaGraphReplay:
+    """The forward captured into a CUDA graph: replay() re-runs it on the static buffers."""
+
+    def __init__(self, fn, pool, device: torch.device):
+        # Warm up on a side stream first: Triton compiles and autotunes here, never inside the capture.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.outputs = fn()
+        self.pool = self.graph.pool()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+class _EagerReplay:
+    """Stands in for a CUDA graph where none can exist (CPU tests under the Triton interpreter):
+    replay() runs the same function on the same static buffers, so the bucket layout is what is
+    tested, with every kernel, only the capture mechanism left out."""
+
+    def __init__(self, fn, pool, device: torch.device):
+        self.fn = fn
+        self.outputs = fn()
+        self.pool = None
+
+    def replay(self) -> None:
+        self.outputs = self.fn()
+
+
 @dataclass
-class _Graph:
-    graph: Any
-    ids: torch.Tensor
-    types: torch.Tensor
-    positions: torch.Tensor
-    cu_seqlens: torch.Tensor
-    hidden: torch.Tensor
-    pooled: torch.Tensor | None
+class _Bucket:
+    replay: Any
+    ids: torch.Tensor  # (T_b,)
+    types: torch.Tensor  # (T_b,)
+    positions: torch.Tensor  # (T_b,)
+    cu_seqlens: torch.Tensor  # (B_b + 1,) int32
 
 
 @dataclass
@@ -101,69 +133,83 @@ class GraphStats:
     captured: dict[tuple[int, int], float] = field(default_factory=dict)  # bucket -> capture seconds
     replays: int = 0
     fallbacks: int = 0
-    pool_bytes: int = 0
+    pool_bytes: int = 0  # device memory reserved while capturing (the shared pool and its buffers)
 
 
 class CudaGraphEncoder:
     """Replays a captured packed forward of `bert` for batches that fit a bucket; None otherwise.
 
-    Inference only (the caller checks that no gradient is needed), one shared memory pool for all
-    graphs, at most `max_graphs` buckets captured (least-used ones are not evicted: a batch whose
-    bucket is not captured once the limit is reached runs eagerly and is counted in `stats.fallbacks`).
+    Inference only (the caller checks that no gradient is needed). All graphs share one memory pool;
+    at most `max_graphs` buckets are captured, after which a batch whose bucket is not captured runs
+    eagerly and is counted in `stats.fallbacks`. Graphs read the parameters' memory directly, so any
+    change to a parameter (a new tensor, an in-place update, a move) drops every graph; they are
+    captured again on demand.
     """
 
-    def __init__(self, bert, spec, *, max_tokens: int = 4096, max_seqs: int = 256, max_graphs: int = 12):
+    def __init__(self, bert, spec, *, max_tokens: int = 8192, max_seqs: int = 512, max_graphs: int = 16,
+                 replay: str = "cuda"):  # fmt: skip
+        if replay not in ("cuda", "eager"):
+            raise ValueError(f"replay must be 'cuda' or 'eager', got {replay!r}")
         self.bert = bert
         self.spec = spec
         self.token_buckets = power_of_two_buckets(max_tokens)
         self.seq_buckets = power_of_two_buckets(max_seqs, smallest=4)
         self.max_graphs = max_graphs
-        self.graphs: dict[tuple[int, int], _Graph] = {}
+        self._replay_cls = _CudaGraphReplay if replay == "cuda" else _EagerReplay
+        self.buckets: dict[tuple[int, int], _Bucket] = {}
+        self.pool = None
+        self.stats = GraphStats()
+        self._weights = self._fingerprint()
+
+    def _fingerprint(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype) for p in self.bert.parameters())
+
+    def reset(self) -> None:
+        """Drop every graph and its memory pool."""
+        self.buckets.clear()
         self.pool = None
         self.stats = GraphStats()
 
-    def _run(self, g: _Graph, info):
-        from .modeling import packed_forward
+    @property
+    def pad_id(self) -> int:
+        return self.bert.embeddings.word_embeddings.padding_idx or 0
 
-        first = g.cu_seqlens[:-1].long().clamp(max=g.ids.numel() - 1)  # empty slots read a dummy row
-        h, pooled, _ = packed_forward(
-            self.bert, self.spec, info, g.ids, g.types, g.positions, None, "triton", False, first_token_index=first
-        )
-        return h, pooled
-
-    def _capture(self, key: tuple[int, int], device: torch.device) -> _Graph:
+    def _capture(self, key: tuple[int, int], device: torch.device) -> _Bucket:
         import time
 
+        from .modeling import packed_forward
         from .padding import PackInfo
 
         t_b, b_b = key
         t0 = time.perf_counter()
-        before = torch.cuda.memory_reserved(device)
-        cu = torch.tensor(bucket_cu_seqlens([0, t_b], t_b, b_b), dtype=torch.int32, device=device)
-        g = _Graph(
-            graph=torch.cuda.CUDAGraph(),
-            ids=torch.full((t_b,), self.bert.embeddings.word_embeddings.padding_idx or 0, device=device),
+        cuda = device.type == "cuda"
+        before = torch.cuda.memory_reserved(device) if cuda else 0
+        bucket = _Bucket(
+            replay=None,
+            ids=torch.full((t_b,), self.pad_id, dtype=torch.long, device=device),
             types=torch.zeros(t_b, dtype=torch.long, device=device),
             positions=torch.zeros(t_b, dtype=torch.long, device=device),
-            cu_seqlens=cu,
-            hidden=None,  # type: ignore[arg-type]
-            pooled=None,
+            cu_seqlens=torch.tensor(bucket_cu_seqlens([0, t_b], t_b, b_b), dtype=torch.int32, device=device),
         )
-        info = PackInfo(b_b, self.spec.max_position_embeddings, None, cu, self.spec.max_position_embeddings, None)
-        # Warm up on a side stream: Triton compiles and autotunes here, never inside the capture.
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._run(g, info)
-        torch.cuda.current_stream(device).wait_stream(side)
-        with torch.cuda.graph(g.graph, pool=self.pool):
-            g.hidden, g.pooled = self._run(g, info)
-        self.pool = g.graph.pool()
-        torch.cuda.synchronize(device)
-        self.stats.pool_bytes += torch.cuda.memory_reserved(device) - before
+        longest = self.spec.max_position_embeddings  # the attention grid covers any real length
+        info = PackInfo(b_b, longest, None, bucket.cu_seqlens, longest, None)
+
+        def forward():
+            # Empty trailing sequences start at T_b: the pooler reads a dummy row for them instead.
+            first = bucket.cu_seqlens[:-1].long().clamp(max=t_b - 1)
+            h, pooled, _ = packed_forward(
+                self.bert, self.spec, info, bucket.ids, bucket.types, bucket.positions, None, "triton", False,
+                first_token_index=first,
+            )
+            return h, pooled
+
+        bucket.replay = self._replay_cls(forward, self.pool, device)
+        self.pool = bucket.replay.pool
+        if cuda:
+            torch.cuda.synchronize(device)
+            self.stats.pool_bytes += torch.cuda.memory_reserved(device) - before
         self.stats.captured[key] = time.perf_counter() - t0
-        return g
+        return bucket
 
     def __call__(
         self,
@@ -173,25 +219,30 @@ class CudaGraphEncoder:
         cu_seqlens: list[int],  # (B + 1,) on the host
     ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         T, B = ids.numel(), len(cu_seqlens) - 1
+        weights = self._fingerprint()
+        if weights != self._weights:
+            self.reset()
+            self._weights = weights
         key = select_bucket(T, B, self.token_buckets, self.seq_buckets)
-        if key is None or (key not in self.graphs and len(self.graphs) >= self.max_graphs):
+        if key is None or (key not in self.buckets and len(self.buckets) >= self.max_graphs):
             self.stats.fallbacks += 1
             return None
-        g = self.graphs.get(key)
-        if g is None:
-            g = self.graphs[key] = self._capture(key, ids.device)
-        g.ids[:T].copy_(ids)
-        g.ids[T:].fill_(self.bert.embeddings.word_embeddings.padding_idx or 0)
-        g.types[:T].copy_(types)
-        g.types[T:].zero_()
-        g.positions[:T].copy_(positions)
-        g.positions[T:].zero_()
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = self._capture(key, ids.device)
+        bucket.ids[:T].copy_(ids)
+        bucket.ids[T:].fill_(self.pad_id)
+        bucket.types[:T].copy_(types)
+        bucket.types[T:].zero_()
+        bucket.positions[:T].copy_(positions)
+        bucket.positions[T:].zero_()
         cu = torch.tensor(bucket_cu_seqlens(cu_seqlens, *key), dtype=torch.int32)
-        g.cu_seqlens.copy_(cu.pin_memory() if ids.is_cuda else cu, non_blocking=True)
-        g.graph.replay()
+        bucket.cu_seqlens.copy_(cu, non_blocking=True)
+        bucket.replay.replay()
         self.stats.replays += 1
-        pooled = g.pooled[:B].clone() if g.pooled is not None else None
-        return g.hidden[:T].clone(), pooled
+        hidden, pooled = bucket.replay.outputs
+        # Copies: the static outputs are overwritten by the next replay of this bucket.
+        return hidden[:T].clone(), (pooled[:B].clone() if pooled is not None else None)
 
 
 # =============================================================================== tuned-config cache

@@ -27,6 +27,7 @@ from .modeling import BertPreTrainedModel, Spec, hf_style_forward
 class _PatchState:
     spec: Spec
     backend: str
+    cuda_graphs: bool
 
 
 def _is_hf_bert_model(module: nn.Module) -> bool:
@@ -89,6 +90,7 @@ def _hf_forward(
         position_ids,
         inputs_embeds,
         bool(output_hidden_states),
+        state.cuda_graphs,
     )
     from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
@@ -98,19 +100,23 @@ def _hf_forward(
     return out if return_dict else out.to_tuple()
 
 
-def optimize(model: nn.Module, *, backend: str = "auto") -> nn.Module:
+def optimize(model: nn.Module, *, backend: str = "auto", cuda_graphs: bool = True) -> nn.Module:
     """Make a BERT model fast, in place, and return it (for chaining).
 
     Accepts a transformers BertModel or any BertFor* model, a sentence-transformers model with a
     BERT encoder, or a native bertfast model. `backend` is "auto" (Triton kernels on CUDA tensors,
-    torch elsewhere), "torch" or "triton". Unsupported configs (decoders, cross-attention, relative
-    position embeddings) raise ConfigError (a ValueError) here, before anything is patched.
+    torch elsewhere), "torch" or "triton". `cuda_graphs` replays the forward from CUDA graphs per
+    token bucket where it can (CUDA, Triton path, inference; see bertfast.graphs). Unsupported
+    configs (decoders, cross-attention, relative position embeddings) raise ConfigError (a
+    ValueError) here, before anything is patched.
     """
     ops.check_backend(backend)
+    if not isinstance(cuda_graphs, bool):
+        raise TypeError(f"cuda_graphs must be a bool, got {type(cuda_graphs).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() takes a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, BertPreTrainedModel):
-        return model.set_backend(backend)
+        return model.set_backend(backend).set_cuda_graphs(cuda_graphs)
     targets = [m for m in model.modules() if _is_hf_bert_model(m)]
     if not targets:
         raise TypeError(
@@ -119,7 +125,8 @@ def optimize(model: nn.Module, *, backend: str = "auto") -> nn.Module:
         )
     specs = [Spec.from_config(BertConfig.from_hf(m.config)) for m in targets]  # validate all before patching
     for module, spec in zip(targets, specs):
-        module.__dict__["_bertfast"] = _PatchState(spec, backend)
+        module.__dict__["_bertfast"] = _PatchState(spec, backend, cuda_graphs)
+        module.__dict__.pop("_bertfast_graphs", None)  # a re-optimize starts with no graphs
         module.forward = types.MethodType(_hf_forward, module)
     return model
 
@@ -134,6 +141,24 @@ def restore(model: nn.Module) -> nn.Module:
         if "_bertfast" in m.__dict__:
             del m.__dict__["_bertfast"]
             m.__dict__.pop("forward", None)
+            m.__dict__.pop("_bertfast_graphs", None)
             for sub in m.modules():
                 sub.__dict__.pop("_bertfast_qkv", None)
     return model
+
+
+def graph_stats(model: nn.Module) -> dict[str, dict]:
+    """For each encoder in `model` that holds CUDA graphs: captured buckets (with capture seconds),
+    replays, eager fallbacks, and the device memory the graphs reserved."""
+    out = {}
+    for name, m in model.named_modules():
+        runner = m.__dict__.get("_bertfast_graphs")
+        if runner is not None:
+            st = runner.stats
+            out[name or "."] = {
+                "buckets": {f"{t}x{b}": round(sec, 3) for (t, b), sec in st.captured.items()},
+                "replays": st.replays,
+                "fallbacks": st.fallbacks,
+                "memory_mb": st.pool_bytes / 2**20,
+            }
+    return out

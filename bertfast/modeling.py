@@ -359,6 +359,41 @@ def choose_backend(module: nn.Module, requested: str, param: torch.Tensor, *tens
     return ops.resolve_backend(requested, param.device, param.dtype, grads or dropping)
 
 
+def graph_runner(bert: nn.Module, spec: Spec, enabled: bool, device: torch.device):
+    """The module's CUDA-graph runner (created on first use on a CUDA device), or None."""
+    if not enabled:
+        return None
+    runner = bert.__dict__.get("_bertfast_graphs")
+    if runner is None and device.type == "cuda":
+        from .graphs import CudaGraphEncoder
+
+        runner = bert.__dict__["_bertfast_graphs"] = CudaGraphEncoder(bert, spec)
+    return runner
+
+
+def run_packed(
+    bert: nn.Module,
+    spec: Spec,
+    info: PackInfo,
+    ids: torch.Tensor | None,
+    types: torch.Tensor,
+    positions: torch.Tensor,
+    embeds: torch.Tensor | None,
+    backend: str,
+    output_hidden_states: bool,
+    cuda_graphs: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
+    """packed_forward, replayed from a CUDA graph when the call allows one (Triton path, inference,
+    token ids, last layer only) and the batch fits a bucket; eagerly otherwise."""
+    if backend == "triton" and embeds is None and not output_hidden_states and not bert.training:
+        runner = graph_runner(bert, spec, cuda_graphs, types.device)
+        if runner is not None:
+            out = runner(ids, types, positions, info.cu_seqlens.tolist())
+            if out is not None:
+                return out[0], out[1], None
+    return packed_forward(bert, spec, info, ids, types, positions, embeds, backend, output_hidden_states)
+
+
 def hf_style_forward(
     bert: nn.Module,
     spec: Spec,
@@ -369,6 +404,7 @@ def hf_style_forward(
     position_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
     output_hidden_states: bool = False,
+    cuda_graphs: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
     """Padded in, padded out: (last hidden (B, S, H) with zeros at padding, pooled (B, H), hidden states)."""
     param = bert.embeddings.word_embeddings.weight
@@ -376,7 +412,9 @@ def hf_style_forward(
         spec, param, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
     )
     run = choose_backend(bert, backend, param, embeds)
-    h, pooled, states = packed_forward(bert, spec, info, ids, types, positions, embeds, run, output_hidden_states)
+    h, pooled, states = run_packed(
+        bert, spec, info, ids, types, positions, embeds, run, output_hidden_states, cuda_graphs
+    )
     hidden = tuple(pad(s, info) for s in states) if states is not None else None  # each (B, S, H)
     return pad(h, info), pooled, hidden
 
@@ -397,6 +435,8 @@ class BertPreTrainedModel(nn.Module):
             raise TypeError(f"config must be a bertfast.BertConfig, got {type(config).__name__}")
         self.config = config
         self.backend = ops.check_backend("auto")
+        # Replay the forward from CUDA graphs per token bucket (CUDA, Triton path, inference only).
+        self.cuda_graphs = True
         self.newly_initialized_keys: list[str] = []
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -423,6 +463,17 @@ class BertPreTrainedModel(nn.Module):
 
     def set_backend(self, backend: str) -> BertPreTrainedModel:
         self.backend = ops.check_backend(backend)
+        return self
+
+    def set_cuda_graphs(self, enabled: bool) -> BertPreTrainedModel:
+        """CUDA graphs on or off for every encoder in this model; off drops the captured graphs."""
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+        for m in self.modules():
+            if isinstance(m, BertPreTrainedModel):
+                m.cuda_graphs = enabled
+                if not enabled:
+                    m.__dict__.pop("_bertfast_graphs", None)
         return self
 
     # ------------------------------------------------------------------ loading
@@ -593,6 +644,7 @@ class BertModel(BertPreTrainedModel):
             position_ids,
             inputs_embeds,
             bool(output_hidden_states),
+            self.cuda_graphs,
         )
         out = BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled, hidden_states=hidden)
         return out if return_dict is None or return_dict else out.to_tuple()
@@ -651,8 +703,9 @@ class BertModel(BertPreTrainedModel):
             checks.append(("position_ids", position_ids, spec.max_position_embeddings))
         _range_check(checks)
         run = choose_backend(self, self.backend, param)
-        h, pooled, states = packed_forward(
-            self, spec, info, input_ids, token_type_ids, position_ids, None, run, output_hidden_states
+        h, pooled, states = run_packed(
+            self, spec, info, input_ids, token_type_ids, position_ids, None, run, output_hidden_states,
+            self.cuda_graphs,
         )
         return PackedModelOutput(
             last_hidden_state=h,

@@ -66,3 +66,41 @@ def test_bf16_model_every_head_dim(head_dim):
         mine = ours(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
     m = mask.bool()
     assert max_err(mine[m], gold[m]) <= 2 * max_err(theirs[m], gold[m]) + 8e-3
+
+
+def test_cuda_graph_replay_is_bit_identical_to_eager_bucket_run():
+    from bertfast.graphs import CudaGraphEncoder
+
+    cfg = bertfast.BertConfig.from_hf(hf_model("BertModel", seed=60, max_position_embeddings=512).config)
+    model = bertfast.BertModel(cfg).cuda().half().eval()
+    graphs = CudaGraphEncoder(model, model.spec, max_tokens=512, max_seqs=32, replay="cuda")
+    eager = CudaGraphEncoder(model, model.spec, max_tokens=512, max_seqs=32, replay="eager")
+    g = torch.Generator().manual_seed(60)
+    for lengths in ([130, 7, 1], [100, 100, 33], [5] * 20, [250]):  # each fits a 256-token bucket
+        cu = [0]
+        for n in lengths:
+            cu.append(cu[-1] + n)
+        ids = torch.randint(1, cfg.vocab_size, (cu[-1],), generator=g).cuda()
+        types = torch.zeros_like(ids)
+        positions = torch.cat([torch.arange(n) for n in lengths]).cuda()
+        with torch.no_grad():
+            h1, p1 = graphs(ids, types, positions, cu)
+            h2, p2 = eager(ids, types, positions, cu)
+            ref = model.set_cuda_graphs(False).forward_packed(ids, torch.tensor(cu, dtype=torch.int32).cuda())
+        assert torch.equal(h1, h2) and torch.equal(p1, p2), f"lengths {lengths}"
+        assert (h1.float() - ref.last_hidden_state.float()).abs().max().item() < 2e-2
+    assert graphs.stats.replays == 4 and graphs.stats.fallbacks == 0 and graphs.stats.pool_bytes > 0
+    big = torch.randint(1, cfg.vocab_size, (600,)).cuda()
+    assert graphs(big, torch.zeros_like(big), torch.arange(600).cuda() % 512, [0, 300, 600]) is None
+    assert graphs.stats.fallbacks == 1
+
+
+def test_optimized_hf_model_uses_graphs_by_default_on_cuda():
+    model = bertfast.optimize(hf_model("BertModel", seed=61).cuda().half())
+    ids, mask, types = (t.cuda() for t in ragged_batch(2, 20, model.config.vocab_size, seed=61))
+    with torch.no_grad():
+        a = model(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        b = model(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    stats = bertfast.graph_stats(model)
+    assert stats and stats["."]["replays"] == 2
+    assert torch.equal(a, b)

@@ -95,3 +95,97 @@ def test_kernel_source_hash_is_stable():
     from bertfast.graphs import kernel_source_hash
 
     assert kernel_source_hash() == kernel_source_hash() and len(kernel_source_hash()) == 16
+
+
+# --------------------------------------------------------------------------- replay on the CPU
+# The graph path with replay="eager": the same static buffers, bucket layout and kernels (under the
+# Triton interpreter) as a CUDA graph replay, with only the capture mechanism left out.
+torch = pytest.importorskip("torch")
+
+
+def _eager_runner_model():
+    from bertfast import ops
+    from bertfast.graphs import CudaGraphEncoder
+
+    if not ops.interpreter_on():
+        pytest.skip("needs TRITON_INTERPRET=1 (the kernels run on CPU tensors)")
+    import bertfast
+
+    from .models import TINY
+
+    torch.manual_seed(3)
+    model = bertfast.BertModel(bertfast.BertConfig(**TINY)).eval().set_backend("triton")
+    runner = CudaGraphEncoder(model, model.spec, max_tokens=128, max_seqs=16, max_graphs=2, replay="eager")
+    model.__dict__["_bertfast_graphs"] = runner
+    return model, runner
+
+
+def _packed(lengths, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    return torch.randint(1, vocab, (int(cu[-1]),), generator=g), cu
+
+
+def test_graph_replay_equals_eager_packed_path_for_batches_in_one_bucket():
+    from bertfast.modeling import packed_forward
+    from bertfast.padding import pack_info_from_lengths
+
+    model, runner = _eager_runner_model()
+    for seed, lengths in enumerate(([3, 40, 1], [20, 20, 9, 5], [10] * 6, [1, 1, 1, 1, 30])):
+        ids, cu = _packed(lengths, model.config.vocab_size, seed)
+        with torch.no_grad():
+            graphed = model.forward_packed(ids, cu)
+            info = pack_info_from_lengths(cu, max(lengths))
+            positions = torch.cat([torch.arange(n) for n in lengths])
+            h, pooled, _ = packed_forward(model, model.spec, info, ids, torch.zeros_like(ids), positions, None,
+                                          "triton", False)  # fmt: skip
+        assert torch.equal(graphed.last_hidden_state, h), f"lengths {lengths}"
+        assert torch.equal(graphed.pooler_output, pooled), f"lengths {lengths}"
+    assert list(runner.stats.captured) == [(64, 8)] and runner.stats.replays == 4
+
+
+def test_graph_fallbacks_and_weight_changes():
+    model, runner = _eager_runner_model()
+    ids, cu = _packed([60, 60, 60, 60], model.config.vocab_size, 0)  # 240 tokens: no bucket holds it
+    with torch.no_grad():
+        eager = model.forward_packed(ids, cu).last_hidden_state
+    assert runner.stats.fallbacks == 1 and runner.stats.replays == 0
+    for lengths in ([10], [60, 40]):  # two buckets fill max_graphs=2 ...
+        ids, cu = _packed(lengths, model.config.vocab_size, 1)
+        with torch.no_grad():
+            model.forward_packed(ids, cu)
+    ids, cu = _packed([40], model.config.vocab_size, 2)  # ... so a third bucket runs eagerly
+    with torch.no_grad():
+        model.forward_packed(ids, cu)
+    assert len(runner.stats.captured) == 2 and runner.stats.fallbacks == 2
+    assert eager.isfinite().all()
+
+    ids, cu = _packed([10], model.config.vocab_size, 3)
+    with torch.no_grad():
+        before = model.forward_packed(ids, cu).last_hidden_state
+        model.encoder.layer[0].attention.self.query.weight.mul_(1.5)  # an in-place update
+        after = model.forward_packed(ids, cu).last_hidden_state
+        model.set_cuda_graphs(False)
+        reference = model.forward_packed(ids, cu).last_hidden_state
+    assert runner.stats.captured == {(16, 4): runner.stats.captured[(16, 4)]}, "graphs dropped and recaptured"
+    assert not torch.equal(before, after)
+    assert torch.equal(after, reference)
+    assert "_bertfast_graphs" not in model.__dict__
+
+
+def test_padded_hf_style_call_uses_the_graphs():
+    import bertfast
+
+    model, runner = _eager_runner_model()
+    ids = torch.randint(1, model.config.vocab_size, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        graphed = model(ids, attention_mask=mask)
+        model.set_cuda_graphs(False)
+        eager = model(ids, attention_mask=mask)
+    assert runner.stats.replays == 1
+    m = mask.bool()
+    assert torch.equal(graphed.last_hidden_state[m], eager.last_hidden_state[m])
+    assert torch.equal(graphed.pooler_output, eager.pooler_output)
+    assert bertfast.graph_stats(model) == {}  # switched off: graphs dropped
