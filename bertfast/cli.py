@@ -1,4 +1,4 @@
-"""`bertfast encode | bench | info` from a shell (also `python -m bertfast ...`)."""
+"""`bertfast encode | bench | tune | info` from a shell (also `python -m bertfast ...`)."""
 
 from __future__ import annotations
 
@@ -103,6 +103,39 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)  # fmt: skip
+BERT_LARGE = dict(BERT_BASE, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import torch
+
+    from .modeling import BertModel
+    from .tuning import tune
+
+    if not torch.cuda.is_available():
+        print("bertfast tune: needs a CUDA device (it autotunes the kernels and captures CUDA graphs)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    dtype = _dtype(args.dtype)
+    if args.model in ("bert-base", "bert-large"):
+        from .config import BertConfig
+
+        torch.manual_seed(0)  # seeded random weights: tuning depends on shapes, not values
+        model = BertModel(BertConfig(**(BERT_BASE if args.model == "bert-base" else BERT_LARGE)))
+    else:
+        from .sentence import default_model_dir
+
+        model = BertModel.from_pretrained(args.model if args.model != "minilm" else default_model_dir())
+    rows = tune(model.to(dtype), max_tokens=args.max_tokens, seq_len=args.seq_len)
+    print(f"{'tokens':>8} {'bucket':>10} {'capture s':>10} {'replay ms':>10} {'us/token':>9}")
+    for r in rows[:-1]:
+        print(f"{r['tokens']:>8} {r['bucket']:>10} {r['capture_s']!s:>10} {r['ms']:>10.4f} {r['us_per_token']:>9.3f}")
+    print(f"tuned configs written to {rows[-1]['cache']}; graphs hold {rows[-1]['graph_memory_mb']} MiB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertfast", description="Fast BERT encoders: embeddings, benchmarks, info.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -120,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, devices, and which backends can run here")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser("tune", help="autotune the kernels and capture CUDA graphs per token bucket (GPU)")
+    t.add_argument("--model", default="minilm", help="minilm (embedded), bert-base, bert-large, or a model directory")
+    t.add_argument("--max-tokens", type=int, default=4096, help="largest token bucket to prepare")
+    t.add_argument("--seq-len", type=int, default=128, help="sequence length of the tuning batches")
+    t.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
+    t.set_defaults(func=cmd_tune)
 
     from . import bench_cli
 

@@ -54,6 +54,14 @@ def _kernels():
     return kernels
 
 
+def _seed_tuned_configs(x: torch.Tensor) -> None:
+    """First Triton call on a CUDA device: load the tuned-config file (bertfast tune) into the autotuners."""
+    if x.is_cuda:
+        from .tuning import seed_from_disk
+
+        seed_from_disk(x.device.index if x.device.index is not None else torch.cuda.current_device())
+
+
 def triton_unavailable_reason(device: torch.device) -> str | None:
     """Why the Triton path cannot run tensors on `device` (None when it can)."""
     if not triton_available():
@@ -145,6 +153,7 @@ def linear(
     residual: torch.Tensor | None = None,  # (T, N)
 ) -> torch.Tensor:
     if backend == "triton":
+        _seed_tuned_configs(x)
         return _kernels().linear(x, weight, bias, activation=activation_name, residual=residual)
     y = F.linear(x, weight, bias)  # (T, N)
     if activation_name is not None:
@@ -179,6 +188,7 @@ def attention(
     if backend == "triton":
         if dropout_p:
             raise RuntimeError("the Triton attention kernel is inference-only (dropout_p must be 0)")
+        _seed_tuned_configs(qkv)
         return _kernels().varlen_attention(qkv, info.cu_seqlens, info.max_seqlen, num_heads)
     T, H3 = qkv.shape
     H = H3 // 3

@@ -104,3 +104,25 @@ def test_optimized_hf_model_uses_graphs_by_default_on_cuda():
     stats = bertfast.graph_stats(model)
     assert stats and stats["."]["replays"] == 2
     assert torch.equal(a, b)
+
+
+def test_tune_writes_a_cache_that_seeds_a_fresh_autotuner(tmp_path, monkeypatch):
+    from bertfast.graphs import TunedConfigCache
+    from bertfast.tuning import autotuners, device_cache, seed, tune
+
+    monkeypatch.setenv("BERTFAST_CACHE_DIR", str(tmp_path))
+    cfg = bertfast.BertConfig.from_hf(hf_model("BertModel", seed=62, max_position_embeddings=512).config)
+    rows = tune(bertfast.BertModel(cfg).half(), max_tokens=256, seq_len=64)
+    assert [r["tokens"] for r in rows[:-1]] == [16, 32, 64, 128, 256]
+    assert all(r["ms"] > 0 for r in rows[:-1])
+    cache = device_cache(torch.device("cuda"))
+    assert cache.load() and cache.configs["linear"] and cache.configs["varlen_attention"]
+    assert isinstance(cache, TunedConfigCache)
+
+    class Fresh:
+        cache: dict = {}
+
+    fresh = {name: Fresh() for name in autotuners()}
+    for f in fresh.values():
+        f.cache = {}
+    assert seed(cache, fresh) == sum(len(v) for v in cache.configs.values())

@@ -189,3 +189,36 @@ def test_padded_hf_style_call_uses_the_graphs():
     assert torch.equal(graphed.last_hidden_state[m], eager.last_hidden_state[m])
     assert torch.equal(graphed.pooler_output, eager.pooler_output)
     assert bertfast.graph_stats(model) == {}  # switched off: graphs dropped
+
+
+def test_tuned_configs_harvest_and_seed_round_trip(tmp_path):
+    import triton
+
+    from bertfast.tuning import harvest, seed
+
+    class FakeTuner:  # the one attribute of triton's Autotuner these functions use
+        def __init__(self):
+            self.cache = {}
+
+    won = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4)
+    tuned = {"linear": FakeTuner(), "varlen_attention": FakeTuner()}
+    tuned["linear"].cache[(4096, 2304, 768, True, False, "", "tf32", "torch.float16", "torch.float16")] = won
+    cache = TunedConfigCache("GPU X", "3.6.0", "hash", directory=tmp_path)
+    assert harvest(cache, tuned) == 1
+    cache.save()
+
+    fresh = {"linear": FakeTuner(), "varlen_attention": FakeTuner()}
+    loaded = TunedConfigCache("GPU X", "3.6.0", "hash", directory=tmp_path)
+    assert loaded.load() and seed(loaded, fresh) == 1
+    (key, config), = fresh["linear"].cache.items()
+    assert key == (4096, 2304, 768, True, False, "", "tf32", "torch.float16", "torch.float16")
+    assert config.kwargs == won.kwargs and (config.num_warps, config.num_stages) == (4, 4)
+    assert seed(loaded, fresh) == 0, "entries the autotuner already holds are kept"
+
+
+def test_tune_command_needs_a_gpu():
+    from bertfast.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["tune", "--model", "bert-base"]) == 2
