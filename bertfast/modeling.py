@@ -28,7 +28,7 @@ from . import ops
 from .checkpoint import CheckpointError, find_weights, read_state_dict
 from .config import BertConfig
 from .outputs import BaseModelOutputWithPooling, PackedModelOutput
-from .padding import PackInfo, pack_info_from_lengths, pad, unpad, unpad_info
+from .padding import PackInfo, pack_info_from_lengths, pack_plan, pad, unpad
 
 
 # =============================================================================== modules
@@ -228,15 +228,12 @@ def packed_forward(
 
 
 # =============================================================================== boundary checks
-def _range_check(items: list[tuple[str, torch.Tensor, int]]) -> None:
-    """Every tensor's values in [0, upper): one host sync for all of them."""
-    if not items:
-        return
-    stats = torch.stack([torch.stack([t.min(), t.max()]) for _, t, _ in items]).tolist()
-    for (name, _, upper), (lo, hi) in zip(items, stats):
+def _raise_out_of_range(items: list[tuple[str, torch.Tensor, int]], host: list[int]) -> None:
+    """`host` starts with (min, max) of each item's tensor; each must lie in [0, upper)."""
+    for i, (name, _, upper) in enumerate(items):
+        lo, hi = host[2 * i], host[2 * i + 1]
         if lo < 0 or hi >= upper:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} must be in [0, {upper}); found {int(bad)}")
+            raise ValueError(f"{name} must be in [0, {upper}); found {lo if lo < 0 else hi}")
 
 
 def _check_int(name: str, t: Any) -> None:
@@ -307,6 +304,7 @@ def prepare_inputs(
             f"sequence length {S} of {lead[0]} exceeds the model's max_position_embeddings "
             f"({spec.max_position_embeddings}); truncate the input"
         )
+    keep = None
     if attention_mask is not None:
         if not torch.is_tensor(attention_mask):
             raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
@@ -314,22 +312,27 @@ def prepare_inputs(
             raise ValueError(f"attention_mask must have shape {(B, S)}, got {tuple(attention_mask.shape)}")
         if attention_mask.is_complex():
             raise TypeError(f"attention_mask must be bool, integer or float, got {attention_mask.dtype}")
-        m = attention_mask
-        # 0/1 values only, and at least one real token per row: one host sync for both.
-        if m.dtype == torch.bool:
-            bad_value = torch.zeros((), dtype=torch.bool, device=device)
-        else:
-            bad_value = ((m != 0) & (m != 1)).any()
-        empty_row = ~(m != 0).any(dim=1)  # (B,)
-        flags = torch.stack([bad_value, empty_row.any()]).tolist()
-        if flags[0]:
-            raise ValueError("attention_mask must hold only 0 and 1 (1 = real token, 0 = padding)")
-        if flags[1]:
-            row = int(torch.nonzero(empty_row)[0])
-            raise ValueError(f"attention_mask row {row} has no real token; every sequence needs at least one")
-    _range_check(checks)
+        keep = attention_mask != 0  # (B, S)
 
-    info = unpad_info(attention_mask, B, S, device)
+    # Everything the host must know, fetched in one sync: value ranges, mask validity, row lengths.
+    parts = [torch.stack([t.min(), t.max()]).long() for _, t, _ in checks]
+    if keep is not None:
+        m = attention_mask
+        bad = torch.zeros(1, dtype=torch.long, device=device) if m.dtype == torch.bool else (
+            ((m != 0) & (m != 1)).any().long().reshape(1))  # fmt: skip
+        parts += [bad, keep.sum(dim=1, dtype=torch.long)]  # (1,), (B,)
+    host = torch.cat(parts).tolist() if parts else []
+    _raise_out_of_range(checks, host)
+    lengths = None
+    if keep is not None:
+        if host[2 * len(checks)]:
+            raise ValueError("attention_mask must hold only 0 and 1 (1 = real token, 0 = padding)")
+        lengths = host[2 * len(checks) + 1 :]
+        if 0 in lengths:
+            raise ValueError(
+                f"attention_mask row {lengths.index(0)} has no real token; every sequence needs at least one"
+            )
+    info = pack_plan(keep, lengths, B, S, device)
     ids = unpad(input_ids, info) if input_ids is not None else None  # (T,)
     embeds = unpad(inputs_embeds, info) if inputs_embeds is not None else None  # (T, H)
     if token_type_ids is None:
@@ -388,7 +391,8 @@ def run_packed(
     if backend == "triton" and embeds is None and not output_hidden_states and not bert.training:
         runner = graph_runner(bert, spec, cuda_graphs, types.device)
         if runner is not None:
-            out = runner(ids, types, positions, info.cu_seqlens.tolist())
+            cu_host = info.cu_host if info.cu_host is not None else info.cu_seqlens.tolist()
+            out = runner(ids, types, positions, cu_host)
             if out is not None:
                 return out[0], out[1], None
     return packed_forward(bert, spec, info, ids, types, positions, embeds, backend, output_hidden_states)
@@ -672,19 +676,6 @@ class BertModel(BertPreTrainedModel):
                 raise ValueError(f"{name} is on {t.device} but the model is on {param.device}")
         T = input_ids.numel()
         cu = cu_seqlens.to(torch.int32)
-        lengths = (cu[1:] - cu[:-1]).tolist()
-        if int(cu[0]) != 0 or int(cu[-1]) != T or min(lengths) < 1:
-            raise ValueError(
-                f"cu_seqlens must start at 0, end at len(input_ids)={T}, and increase strictly; got {cu.tolist()}"
-            )
-        longest = max(lengths)
-        if max_seqlen is not None and max_seqlen != longest:
-            raise ValueError(f"max_seqlen is {max_seqlen} but the longest sequence in cu_seqlens is {longest}")
-        if position_ids is None and longest > spec.max_position_embeddings:
-            raise ValueError(
-                f"a sequence of length {longest} exceeds max_position_embeddings ({spec.max_position_embeddings})"
-            )
-        info = pack_info_from_lengths(cu, longest)
         checks = [("input_ids", input_ids, spec.vocab_size)]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -693,15 +684,33 @@ class BertModel(BertPreTrainedModel):
             if tuple(token_type_ids.shape) != (T,):
                 raise ValueError(f"token_type_ids must have shape {(T,)}, got {tuple(token_type_ids.shape)}")
             checks.append(("token_type_ids", token_type_ids, spec.type_vocab_size))
-        if position_ids is None:
-            seq = torch.repeat_interleave(torch.arange(len(lengths), device=param.device), info.cu_seqlens.diff())
-            position_ids = torch.arange(T, device=param.device) - cu.long()[seq]  # (T,)
-        else:
+        if position_ids is not None:
             _check_int("position_ids", position_ids)
             if tuple(position_ids.shape) != (T,):
                 raise ValueError(f"position_ids must have shape {(T,)}, got {tuple(position_ids.shape)}")
             checks.append(("position_ids", position_ids, spec.max_position_embeddings))
-        _range_check(checks)
+        # One host sync: value ranges and the offsets.
+        host = torch.cat([*(torch.stack([t.min(), t.max()]).long() for _, t, _ in checks), cu.long()]).tolist()
+        cu_host = host[2 * len(checks) :]
+        lengths = [b - a for a, b in zip(cu_host[:-1], cu_host[1:])]
+        if cu_host[0] != 0 or cu_host[-1] != T or min(lengths) < 1:
+            raise ValueError(
+                f"cu_seqlens must start at 0, end at len(input_ids)={T}, and increase strictly; got {cu_host}"
+            )
+        _raise_out_of_range(checks, host)
+        longest = max(lengths)
+        if max_seqlen is not None and max_seqlen != longest:
+            raise ValueError(f"max_seqlen is {max_seqlen} but the longest sequence in cu_seqlens is {longest}")
+        if position_ids is None and longest > spec.max_position_embeddings:
+            raise ValueError(
+                f"a sequence of length {longest} exceeds max_position_embeddings ({spec.max_position_embeddings})"
+            )
+        info = pack_info_from_lengths(cu, longest, cu_host)
+        if position_ids is None:
+            seq = torch.repeat_interleave(
+                torch.arange(len(lengths), device=param.device), (cu[1:] - cu[:-1]).long(), output_size=T
+            )  # (T,) sequence of each token, without a sync
+            position_ids = torch.arange(T, device=param.device) - cu.long()[seq]  # (T,) restarts at 0
         run = choose_backend(self, self.backend, param)
         h, pooled, states = run_packed(
             self, spec, info, input_ids, token_type_ids, position_ids, None, run, output_hidden_states,

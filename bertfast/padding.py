@@ -25,6 +25,8 @@ class PackInfo:
     max_seqlen: int
     # (B, S) bool, True at real tokens; None when no token is padding.
     mask: torch.Tensor | None
+    # cu_seqlens on the host, when the caller already has it (saves a device sync).
+    cu_host: list[int] | None = None
 
     @property
     def dense(self) -> bool:
@@ -40,34 +42,40 @@ class PackInfo:
         return self.cu_seqlens[:-1].long()
 
 
-def unpad_info(attention_mask: torch.Tensor | None, batch: int, seqlen: int, device: torch.device) -> PackInfo:
-    """Packing plan for a (B, S) mask of 0/1 values (bool, int or float); None means no padding."""
-    if attention_mask is not None:
-        keep = attention_mask.to(torch.bool)  # (B, S)
-        lengths = keep.sum(dim=1, dtype=torch.int32)  # (B,)
-        # One host sync for the whole plan: the token count and the longest sequence.
-        total, longest = (int(v) for v in torch.stack([lengths.sum(), lengths.max()]).tolist())
-        if total < batch * seqlen:
-            indices = torch.nonzero(keep.reshape(-1), as_tuple=False).squeeze(1)  # (T,)
-            cu = torch.zeros(batch + 1, dtype=torch.int32, device=device)
-            cu[1:] = torch.cumsum(lengths, 0, dtype=torch.int32)
-            return PackInfo(batch, seqlen, indices, cu, longest, keep)
-    cu = torch.arange(0, (batch + 1) * seqlen, seqlen, dtype=torch.int32, device=device)
-    return PackInfo(batch, seqlen, None, cu, seqlen, None)
+def pack_plan(
+    keep: torch.Tensor | None, lengths: list[int] | None, batch: int, seqlen: int, device: torch.device
+) -> PackInfo:
+    """Packing plan for a (B, S) bool mask of real tokens (None: no padding) whose per-row counts the
+    caller has already fetched to the host (`lengths`). Builds everything on the device, no sync."""
+    cu_host = [0]
+    for n in lengths if lengths is not None else [seqlen] * batch:
+        cu_host.append(cu_host[-1] + n)
+    total = cu_host[-1]
+    if keep is None or total == batch * seqlen:
+        cu = torch.arange(0, (batch + 1) * seqlen, seqlen, dtype=torch.int32, device=device)
+        return PackInfo(batch, seqlen, None, cu, seqlen, None, cu_host)
+    # Flat indices of the real tokens in row-major order: a stable sort puts them first, in order,
+    # without nonzero()'s device sync.
+    indices = torch.argsort((~keep).reshape(-1).to(torch.int8), stable=True)[:total]  # (T,)
+    cu = torch.tensor(cu_host, dtype=torch.int32).to(device, non_blocking=True)
+    return PackInfo(batch, seqlen, indices, cu, max(lengths), keep, cu_host)
 
 
-def pack_info_from_lengths(cu_seqlens: torch.Tensor, max_seqlen: int) -> PackInfo:
+def pack_info_from_lengths(cu_seqlens: torch.Tensor, max_seqlen: int, cu_host: list[int] | None = None) -> PackInfo:
     """Plan for input that arrives packed already: its padded form is (B, max_seqlen), right-padded."""
     batch = cu_seqlens.numel() - 1
     device = cu_seqlens.device
+    if cu_host is None:
+        cu_host = cu_seqlens.tolist()
+    if all(b - a == max_seqlen for a, b in zip(cu_host[:-1], cu_host[1:])):
+        return PackInfo(batch, max_seqlen, None, cu_seqlens, max_seqlen, None, cu_host)
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # (B,)
-    if bool((lengths == max_seqlen).all()):
-        return PackInfo(batch, max_seqlen, None, cu_seqlens, max_seqlen, None)
-    seq = torch.repeat_interleave(torch.arange(batch, device=device), lengths)  # (T,) sequence of each token
+    total = cu_host[-1]
+    seq = torch.repeat_interleave(torch.arange(batch, device=device), lengths, output_size=total)  # (T,) its sequence
     offset = torch.arange(seq.numel(), device=device) - cu_seqlens.long()[seq]  # (T,) position within it
     indices = seq * max_seqlen + offset  # (T,)
     mask = torch.arange(max_seqlen, device=device)[None, :] < lengths[:, None]  # (B, max_seqlen)
-    return PackInfo(batch, max_seqlen, indices, cu_seqlens, max_seqlen, mask)
+    return PackInfo(batch, max_seqlen, indices, cu_seqlens, max_seqlen, mask, cu_host)
 
 
 def unpad(x: torch.Tensor, info: PackInfo) -> torch.Tensor:

@@ -100,7 +100,7 @@ def pool_packed(h: torch.Tensor, cu_seqlens: torch.Tensor, modes: tuple[str, ...
     B = cu_seqlens.numel() - 1
     T, H = h.shape
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # (B,)
-    seq = torch.repeat_interleave(torch.arange(B, device=h.device), lengths)  # (T,) sequence of each token
+    seq = torch.repeat_interleave(torch.arange(B, device=h.device), lengths, output_size=T)  # (T,) its sequence
     acc = torch.float32 if h.dtype in (torch.float16, torch.bfloat16) else h.dtype
     out = []
     for mode in modes:
