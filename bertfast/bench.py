@@ -43,13 +43,11 @@ from typing import Any
 
 import torch
 
+from .config import PUBLISHED_CONFIGS
+
 # --------------------------------------------------------------------------- models
-_COMMON = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
 MODEL_CONFIGS: dict[str, dict[str, int]] = {
-    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, **_COMMON),
-    "bert-large": dict(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, **_COMMON
-    ),
+    **PUBLISHED_CONFIGS,
     # Internal: a tiny random model for the tests only (not offered by the CLI).
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  vocab_size=1000, max_position_embeddings=128, type_vocab_size=2),

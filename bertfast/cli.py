@@ -103,11 +103,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)  # fmt: skip
-BERT_LARGE = dict(BERT_BASE, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     import torch
 
@@ -120,10 +115,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 2
     dtype = _dtype(args.dtype)
     if args.model in ("bert-base", "bert-large"):
-        from .config import BertConfig
+        from .config import PUBLISHED_CONFIGS, BertConfig
 
         torch.manual_seed(0)  # seeded random weights: tuning depends on shapes, not values
-        model = BertModel(BertConfig(**(BERT_BASE if args.model == "bert-base" else BERT_LARGE)))
+        model = BertModel(BertConfig(**PUBLISHED_CONFIGS[args.model]))
     else:
         from .sentence import default_model_dir
 
