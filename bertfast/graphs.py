@@ -148,6 +148,10 @@ class GraphStats:
     pool_bytes: int = 0  # device memory reserved while capturing (the shared pool and its buffers)
 
 
+def _no_runner() -> None:
+    return None
+
+
 class CudaGraphEncoder:
     """Replays a captured packed forward of `bert` for batches that fit a bucket; None otherwise.
 
@@ -172,6 +176,11 @@ class CudaGraphEncoder:
         self.pool = None
         self.stats = GraphStats()
         self._weights = self._fingerprint()
+
+    def __reduce__(self):
+        # Graphs and pools cannot be copied or pickled: a deepcopy / torch.save of the model carries
+        # no runner, and the copy captures its own graphs on first use.
+        return (_no_runner, ())
 
     def _fingerprint(self) -> tuple:
         """What the graphs depend on: the parameter objects (re-listed only when a parameter was

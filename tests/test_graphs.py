@@ -222,3 +222,23 @@ def test_tune_command_needs_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert main(["tune", "--model", "bert-base"]) == 2
+
+
+def test_models_with_graphs_deepcopy_and_pickle_without_them():
+    import copy
+    import io
+
+    model, runner = _eager_runner_model()
+    ids, cu = _packed([10, 5], model.config.vocab_size, 4)
+    with torch.no_grad():
+        first = model.forward_packed(ids, cu).last_hidden_state
+    clone = copy.deepcopy(model)
+    assert clone.__dict__.get("_bertfast_graphs") is None
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert loaded.__dict__.get("_bertfast_graphs") is None
+    with torch.no_grad():
+        for m in (clone, loaded):
+            assert torch.equal(m.forward_packed(ids, cu).last_hidden_state, first)
