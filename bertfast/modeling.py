@@ -160,27 +160,32 @@ def _dropout(x: torch.Tensor, p: float, active: bool) -> torch.Tensor:
     return F.dropout(x, p, training=True) if active and p > 0 else x
 
 
+def _dense_residual_layernorm(
+    backend: str, x: torch.Tensor, block: nn.Module, residual: torch.Tensor, spec: Spec, dropout: bool
+) -> torch.Tensor:
+    """LayerNorm(dropout(block.dense(x)) + residual): BertSelfOutput and BertOutput.
+
+    Without dropout the residual joins in the GEMM's epilogue; with it, dropout must come between.
+    """
+    if dropout:
+        y = _dropout(ops.linear(backend, x, block.dense.weight, block.dense.bias), spec.hidden_dropout, True)
+        return ops.layernorm(backend, y, block.LayerNorm.weight, block.LayerNorm.bias, spec.eps, residual)
+    y = ops.linear(backend, x, block.dense.weight, block.dense.bias, residual=residual)  # (T, H)
+    return ops.layernorm(backend, y, block.LayerNorm.weight, block.LayerNorm.bias, spec.eps)
+
+
 def layer_forward(
     layer: nn.Module, h: torch.Tensor, info: PackInfo, spec: Spec, backend: str, training: bool
 ) -> torch.Tensor:
     """One post-LN transformer layer on packed tokens: (T, H) -> (T, H)."""
-    attn, inter, out = layer.attention, layer.intermediate, layer.output
+    attn = layer.attention
     w_qkv, b_qkv = _fused_qkv(attn.self, differentiable=backend == "torch" and torch.is_grad_enabled())
-    drop_hidden = training and spec.hidden_dropout > 0
+    dropout = training and spec.hidden_dropout > 0
     qkv = ops.linear(backend, h, w_qkv, b_qkv)  # (T, 3H)
     ctx = ops.attention(backend, qkv, info, spec.num_heads, spec.attention_dropout if training else 0.0)  # (T, H)
-    # Out-projection: the residual joins in the GEMM epilogue unless dropout must come between.
-    a = ops.linear(backend, ctx, attn.output.dense.weight, attn.output.dense.bias, residual=None if drop_hidden else h)
-    if drop_hidden:
-        a, res = _dropout(a, spec.hidden_dropout, True), h
-    else:
-        res = None
-    h = ops.layernorm(backend, a, attn.output.LayerNorm.weight, attn.output.LayerNorm.bias, spec.eps, res)  # (T, H)
-    i = ops.linear(backend, h, inter.dense.weight, inter.dense.bias, spec.activation)  # (T, I)
-    o = ops.linear(backend, i, out.dense.weight, out.dense.bias, residual=None if drop_hidden else h)  # (T, H)
-    if drop_hidden:
-        o, res = _dropout(o, spec.hidden_dropout, True), h
-    return ops.layernorm(backend, o, out.LayerNorm.weight, out.LayerNorm.bias, spec.eps, res)  # (T, H)
+    h = _dense_residual_layernorm(backend, ctx, attn.output, h, spec, dropout)  # (T, H)
+    i = ops.linear(backend, h, layer.intermediate.dense.weight, layer.intermediate.dense.bias, spec.activation)  # (T, I)
+    return _dense_residual_layernorm(backend, i, layer.output, h, spec, dropout)  # (T, H)
 
 
 def packed_forward(

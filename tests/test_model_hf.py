@@ -202,3 +202,22 @@ def test_config_round_trip_from_hf():
     ref = hf_model("BertModel", seed=1, hidden_act="gelu_fast")
     cfg = BertConfig.from_hf(ref.config)
     assert (cfg.hidden_size, cfg.num_attention_heads, cfg.activation) == (48, 3, "gelu_fast")
+
+
+def test_dropout_is_applied_in_training_and_off_in_eval():
+    ref = hf_model("BertModel", seed=13, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
+    model = bertfast.optimize(copy.deepcopy(ref), backend="auto")
+    ids, mask, types = ragged_batch(3, 11, ref.config.vocab_size, seed=13)
+    m = mask.bool()
+    model.train()
+    torch.manual_seed(0)
+    a = model(ids, attention_mask=mask).last_hidden_state
+    b = model(ids, attention_mask=mask).last_hidden_state
+    assert (a - b)[m].abs().max().item() > 1e-3, "two training passes must draw different dropout masks"
+    a.sum().backward()
+    assert model.encoder.layer[0].output.dense.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        x = model(ids, attention_mask=mask).last_hidden_state
+        y = ref.eval()(ids, attention_mask=mask).last_hidden_state
+    assert_close(x[m], y[m], MODEL_ATOL_FP32, "eval mode after training-mode calls")
