@@ -96,8 +96,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
     b.add_argument("--dtype", nargs="+", action="append", choices=["float16", "bfloat16", "float32", "fp16", "bf16", "fp32"],
                    help="default: float16 bfloat16 on cuda, float32 on cpu")
-    b.add_argument("--engines", nargs="+", action="append", help="default: bertfast hf-eager hf-sdpa torch-compile "
-                   "on cuda; bertfast hf-sdpa on cpu (any of bertfast, hf-eager, hf-sdpa, torch-compile)")
+    b.add_argument("--engines", nargs="+", action="append", help="default: bertfast bertfast-graphs hf-eager hf-sdpa "
+                   "torch-compile on cuda; bertfast hf-sdpa on cpu")
     b.add_argument("--batch", nargs="+", type=_ints, action="append", help="batch sizes (default 1 8 32 128)")
     b.add_argument("--seq", nargs="+", type=_ints, action="append", help="sequence lengths (default 16 64 128 256 512)")
     b.add_argument("--varlen", nargs="+", action="append",
