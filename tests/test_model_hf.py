@@ -221,3 +221,24 @@ def test_dropout_is_applied_in_training_and_off_in_eval():
         x = model(ids, attention_mask=mask).last_hidden_state
         y = ref.eval()(ids, attention_mask=mask).last_hidden_state
     assert_close(x[m], y[m], MODEL_ATOL_FP32, "eval mode after training-mode calls")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_non_contiguous_inputs(backend):
+    from bertfast import ops
+
+    if backend == "triton" and not (torch.cuda.is_available() or ops.interpreter_on()):
+        pytest.skip("the Triton path needs a GPU or TRITON_INTERPRET=1")
+    ref = hf_model("BertModel", seed=14)
+    model = bertfast.optimize(copy.deepcopy(ref), backend=backend)
+    ids, mask, types = ragged_batch(6, 15, ref.config.vocab_size, seed=14)
+    # Every other row, transposed twice: views with strides no contiguous tensor has.
+    views = [t[::2].t().contiguous().t() for t in (ids, mask, types)]
+    assert not any(v.is_contiguous() for v in views)
+    with torch.no_grad():
+        a = model(views[0], attention_mask=views[1], token_type_ids=views[2])
+        b = ref(ids[::2], attention_mask=mask[::2], token_type_ids=types[::2])
+    m = mask[::2].bool()
+    tol = MODEL_ATOL_FP32 if backend == "torch" else 2e-4
+    assert_close(a.last_hidden_state[m], b.last_hidden_state[m], tol, f"non-contiguous inputs ({backend})")
+    assert_close(a.pooler_output, b.pooler_output, tol, f"non-contiguous pooled ({backend})")
