@@ -29,10 +29,6 @@ class PackInfo:
     cu_host: list[int] | None = None
 
     @property
-    def dense(self) -> bool:
-        return self.indices is None
-
-    @property
     def num_tokens(self) -> int:
         return self.batch * self.seqlen if self.indices is None else self.indices.numel()
 

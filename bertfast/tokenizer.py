@@ -351,9 +351,9 @@ class Tokenizer:
                 if return_offsets_mapping:
                     out["offset_mapping"] = offsets
                 return out
-            texts, pairs, single = (text,), (None if text_pair is None else (text_pair,)), True
+            texts, pairs = (text,), (None if text_pair is None else (text_pair,))
         elif isinstance(text, (list, tuple)):
-            texts, single = text, False
+            texts = text
             if text_pair is None:
                 pairs = None
             elif isinstance(text_pair, (list, tuple)):
