@@ -64,7 +64,7 @@ class _EncoderHead(BertPreTrainedModel):
         self.bert.set_backend(backend)
         return self
 
-    def _encode(self, return_dict, output_hidden_states, output_attentions=None, **inputs):
+    def _encode(self, output_hidden_states, output_attentions=None, **inputs):
         return self.bert(**inputs, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
 
     def _dropout_p(self) -> float:
@@ -99,7 +99,6 @@ class BertForSequenceClassification(_EncoderHead):
         return_dict=None,
     ):
         enc = self._encode(
-            return_dict,
             output_hidden_states,
             output_attentions,
             input_ids=input_ids,
@@ -167,7 +166,6 @@ class BertForTokenClassification(_EncoderHead):
         return_dict=None,
     ):
         enc = self._encode(
-            return_dict,
             output_hidden_states,
             output_attentions,
             input_ids=input_ids,
@@ -213,7 +211,6 @@ class BertForQuestionAnswering(_EncoderHead):
         if (start_positions is None) != (end_positions is None):
             raise ValueError("pass both start_positions and end_positions, or neither")
         enc = self._encode(
-            return_dict,
             output_hidden_states,
             output_attentions,
             input_ids=input_ids,
@@ -337,7 +334,6 @@ class BertForMaskedLM(_TiedMLM, _EncoderHead):
         return_dict=None,
     ):
         enc = self._encode(
-            return_dict,
             output_hidden_states,
             output_attentions,
             input_ids=input_ids,
@@ -373,7 +369,6 @@ class BertForNextSentencePrediction(_EncoderHead):
         return_dict=None,
     ):
         enc = self._encode(
-            return_dict,
             output_hidden_states,
             output_attentions,
             input_ids=input_ids,
@@ -413,7 +408,6 @@ class BertForPreTraining(_TiedMLM, _EncoderHead):
         return_dict=None,
     ):
         enc = self._encode(
-            return_dict,
             output_hidden_states,
             output_attentions,
             input_ids=input_ids,
@@ -482,7 +476,6 @@ class BertForMultipleChoice(_EncoderHead):
             return t.reshape(B * C, S, *t.shape[3:])
 
         enc = self._encode(
-            return_dict,
             output_hidden_states,
             output_attentions,
             input_ids=flat("input_ids", input_ids),

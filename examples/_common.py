@@ -10,6 +10,18 @@ import torch
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def training_args(argv, *, epochs: int):
+    """The fine-tuning examples' command line: epochs, an early stop for smoke tests, batch, lr."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--max-steps", type=int, default=None, help="stop early (smoke tests)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    return ap.parse_args(argv)
+
+
 def setup(seed: int = 0) -> None:
     torch.set_num_threads(2)
     random.seed(seed)

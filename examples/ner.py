@@ -6,13 +6,12 @@ BertForTokenClassification; print held-out entity-level (span) F1.
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from pathlib import Path
 
 import torch
-from _common import DATA, fine_tune, model_dir, setup, tokenizer
+from _common import DATA, fine_tune, model_dir, setup, tokenizer, training_args
 
 import bertfast
 from bertfast.data import IGNORE_INDEX, batch_token_labels, span_f1
@@ -56,12 +55,7 @@ def predict(model, tok, sents, bs=64):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--max-steps", type=int, default=None, help="stop early (smoke tests)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    args = ap.parse_args(argv)
+    args = training_args(argv, epochs=4)
     setup(0)
     t0 = time.time()
     sents = load(DATA / "ner.tsv")

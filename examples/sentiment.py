@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
 import torch
-from _common import DATA, fine_tune, model_dir, setup, tokenizer
+from _common import DATA, fine_tune, model_dir, setup, tokenizer, training_args
 
 import bertfast
 from bertfast.data import batch_sentences
@@ -33,12 +32,7 @@ def accuracy(model, tok, texts, labels, bs=64):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--max-steps", type=int, default=None, help="stop early (smoke tests)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    args = ap.parse_args(argv)
+    args = training_args(argv, epochs=3)
     setup(0)
     t0 = time.time()
     texts, labels = load(DATA / "sentiment.tsv")
