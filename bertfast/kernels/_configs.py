@@ -76,3 +76,26 @@ def split_launch(config: Config) -> tuple[dict, dict]:
 def from_triton(config) -> Config:
     """A triton.Config (an autotuner's winner) as a plain dict."""
     return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+# Triton's autotuner instead of the tables, for the launches made inside `with autotuning():` on this
+# thread (what `bertfast tune` does); the winners are recorded in the tables with put().
+_MODE = threading.local()
+
+
+class autotuning:
+    """Context manager: launchers in this thread run their `triton.autotune` wrapper and record winners."""
+
+    def __enter__(self):
+        self._before = getattr(_MODE, "autotune", False)
+        _MODE.autotune = True
+        return self
+
+    def __exit__(self, *exc):
+        _MODE.autotune = self._before
+        return False
+
+
+def autotune_requested() -> bool:
+    """Whether the current thread is inside `autotuning()`."""
+    return getattr(_MODE, "autotune", False)
