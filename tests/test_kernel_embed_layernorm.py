@@ -53,7 +53,7 @@ def _check(ids, pos_ids, type_ids, word, pos, typ, weight, bias, eps, out, dtype
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("T", [1, 33, 127])
+@pytest.mark.parametrize("T", [1, 33, 127, 257])
 @pytest.mark.parametrize("H", [48, 96])
 @pytest.mark.parametrize("with_type_ids", [True, False])
 def test_embed_layernorm_matches_reference(dtype, T, H, with_type_ids):

@@ -4,8 +4,9 @@
 
 Each program handles BLOCK_T tokens as a [BLOCK_T, BLOCK_H] tile (BLOCK_H = next_power_of_2(H),
 column-masked): it gathers the three table rows of each token, sums them in fp32, normalizes with
-fp32 statistics and stores in the tables' dtype. Ids are the caller's promise to be in range (no
-device-side bounds check: an id past its table reads out of bounds).
+fp32 statistics (`_norm.layernorm_tile`, the math shared with layernorm) and stores in the tables'
+dtype. Ids are the caller's promise to be in range (no device-side bounds check: an id past its
+table reads out of bounds).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import triton
 import triton.language as tl
 
 from . import _utils
+from ._norm import layernorm_tile
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -52,14 +54,7 @@ def _embed_layernorm_fwd_kernel(
         type_row = tl.load(type_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)  # row 0 for every token
         x += type_row[None, :]
 
-    mean = tl.sum(x, axis=1) / H  # [BLOCK_T]
-    xc = tl.where(mask, x - mean[:, None], 0.0)
-    var = tl.sum(xc * xc, axis=1) / H
-    rstd = 1.0 / tl.sqrt(var + eps)
-
-    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    y = xc * rstd[:, None] * w[None, :] + b[None, :]
+    y = layernorm_tile(x, cols, col_ok, H, eps, w_ptr, b_ptr)  # [BLOCK_T, BLOCK_H] fp32
     tl.store(out_ptr + rows[:, None] * stride_ot + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
