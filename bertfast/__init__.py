@@ -20,7 +20,8 @@ from .heads import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
-from .hf import graph_stats, is_optimized, optimize, restore
+from .hf import is_optimized, optimize, restore, set_backend, set_cuda_graphs
+from .runtime import graph_stats, set_graph_options, warmup
 
 __version__ = "0.1.0"
 
@@ -54,9 +55,13 @@ __all__ = [
     "BertForSequenceClassification",
     "BertForTokenClassification",
     "graph_stats",
+    "set_graph_options",
+    "warmup",
     "is_optimized",
     "optimize",
     "restore",
+    "set_backend",
+    "set_cuda_graphs",
     "BertModel",
     "BertPreTrainedModel",
     "CheckpointError",

@@ -107,7 +107,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import torch
 
     from .modeling import BertModel
-    from .tuning import tune
+    from .runtime import tune
 
     if not torch.cuda.is_available():
         print("bertfast tune: needs a CUDA device (it autotunes the kernels and captures CUDA graphs)",

@@ -1,36 +1,49 @@
-"""CUDA graphs per token bucket, and the on-disk cache of tuned kernel configs.
+"""CUDA graphs per bucket: capture once, replay for every batch that fits, safely from any thread.
 
 At batch 1 a BERT forward is ~80 kernel launches whose Python and launch overhead dwarfs the work.
-`CudaGraphEncoder` captures the whole packed forward once per bucket (T_b total tokens, B_b
-sequences) into static buffers sharing one memory pool, and replays it for any batch that fits.
-
-A batch of T real tokens in B sequences is laid into a (T_b, B_b) bucket like this:
+`CudaGraphEncoder` captures the whole packed forward once per bucket (T_b total tokens, B_b sequence
+slots, S_b longest sequence) into static buffers sharing one memory pool, and replays it for any batch
+that fits. A batch of T real tokens in B sequences is laid into a bucket like this:
 
     tokens    [ real 0 .. T-1 | dummy tokens T .. T_b-1 (id = pad, type 0, position 0) ]
     sequences [ the B real ones | the dummies, DUMMY_CHUNK tokens each | empty ones (length 0) ]
 
 The padding tokens form sequences of their own, so attention never mixes them with real tokens;
 splitting them into short chunks keeps their attention cost (quadratic in length) negligible.
-Empty trailing sequences cost one early-exiting program each in the attention grid.
+Empty trailing sequences cost one early-exiting program each in the attention grid, and the grid's
+length is the bucket's S_b (the longest real sequence rounded up), not max_position_embeddings.
 
-The CPU-testable planning (buckets, layout) is separate from the capture, which needs a GPU.
-On the CPU, `replay="eager"` re-runs the same forward on the same static buffers (under the Triton
-interpreter), so the tests check the bucket layout with every kernel; only the capture itself needs
-a GPU.
+The runtime contract:
+- **Always a graph.** A batch larger than the largest bucket runs as several bucket-sized replays
+  (whole sequences per part, hidden states concatenated in order).
+- **Safe from several threads and on any stream.** One lock per runner covers weight check, capture,
+  copy-in, replay and copy-out; on CUDA all of that runs on the runner's own stream, which waits for
+  the caller's stream first, and the caller's stream waits for it after, so a call is ordered on the
+  stream it was made on and no two calls ever share a static buffer in flight.
+- **Bounded memory.** Buckets are kept in least-recently-used order; past `memory_budget_mb` the
+  oldest are dropped (and captured again if needed).
+- **Never stale.** Graphs read the parameters' memory directly: any change to a parameter (a new
+  tensor, an in-place update, a move) drops every graph before the next replay.
+
+Planning is CPU-testable; on the CPU `replay="eager"` re-runs the same forward on the same static
+buffers (under the Triton interpreter), so tests check layout, splitting, eviction and locking with
+every kernel, leaving out only the capture mechanism itself.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from .encoder import Spec, packed_forward
+from .padding import PackInfo
 
 DUMMY_CHUNK = 16
 
@@ -84,24 +97,52 @@ def bucket_cu_seqlens(cu_seqlens: list[int], token_bucket: int, seq_bucket: int)
     return out
 
 
+def length_bucket(longest: int, max_len: int) -> int:
+    """The attention grid's length for a batch whose longest sequence is `longest`: the next power of
+    two (at least DUMMY_CHUNK, which the dummy sequences need), capped at the model's maximum."""
+    return min(max(DUMMY_CHUNK, 1 << max(0, math.ceil(math.log2(max(longest, 1))))), max(max_len, DUMMY_CHUNK))
+
+
+def split_batch(lengths: list[int], max_tokens: int, max_seqs: int) -> list[tuple[int, int]]:
+    """Cut a batch into runs of whole sequences [start, end) that each fit one bucket: at most
+    `max_tokens` tokens and `max_seqs` // 2 sequences (the other half of the slots holds the dummy
+    chunks; see `fits_largest`). Every sequence must be <= max_tokens."""
+    parts, start, tokens = [], 0, 0
+    cap = max(1, max_seqs // 2)
+    for i, n in enumerate(lengths):
+        if n > max_tokens:
+            raise ValueError(f"a sequence of {n} tokens exceeds the largest graph bucket ({max_tokens} tokens)")
+        if i > start and (tokens + n > max_tokens or i - start >= cap):
+            parts.append((start, i))
+            start, tokens = i, 0
+        tokens += n
+    parts.append((start, len(lengths)))
+    return parts
+
+
 # =============================================================================== capture and replay
 # Bumped whenever any module registers or replaces a parameter, so graph runners re-list theirs.
+# The hook is registered when the first runner is made, never at import.
 _PARAM_GENERATION = [0]
+_HOOK_LOCK = threading.Lock()
+_HOOK: list[Any] = [None]
 
 
 def _count_registration(module, name, param):
     _PARAM_GENERATION[0] += 1
 
 
-torch.nn.modules.module.register_module_parameter_registration_hook(_count_registration)
-
+def _ensure_param_hook() -> None:
+    with _HOOK_LOCK:
+        if _HOOK[0] is None:
+            _HOOK[0] = nn.modules.module.register_module_parameter_registration_hook(_count_registration)
 
 
 class _CudaGraphReplay:
     """The forward captured into a CUDA graph: replay() re-runs it on the static buffers."""
 
     def __init__(self, fn, pool, device: torch.device):
-        # Warm up on a side stream first: Triton compiles and autotunes here, never inside the capture.
+        # Warm up on a side stream first: Triton compiles here, never inside the capture.
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -109,7 +150,8 @@ class _CudaGraphReplay:
                 fn()
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
+        # thread_local: another thread's CUDA calls during this capture neither fail nor get captured.
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
             self.outputs = fn()
         self.pool = self.graph.pool()
 
@@ -119,8 +161,7 @@ class _CudaGraphReplay:
 
 class _EagerReplay:
     """Stands in for a CUDA graph where none can exist (CPU tests under the Triton interpreter):
-    replay() runs the same function on the same static buffers, so the bucket layout is what is
-    tested, with every kernel, only the capture mechanism left out."""
+    replay() runs the same function on the same static buffers."""
 
     def __init__(self, fn, pool, device: torch.device):
         self.fn = fn
@@ -138,43 +179,73 @@ class _Bucket:
     types: torch.Tensor  # (T_b,)
     positions: torch.Tensor  # (T_b,)
     cu_seqlens: torch.Tensor  # (B_b + 1,) int32
+    nbytes: int = 0  # device memory this bucket accounts for (static buffers, outputs, pool growth)
 
 
 @dataclass
 class GraphStats:
-    captured: dict[tuple[int, int], float] = field(default_factory=dict)  # bucket -> capture seconds
-    replays: int = 0
-    fallbacks: int = 0
-    pool_bytes: int = 0  # device memory reserved while capturing (the shared pool and its buffers)
+    captured: dict[tuple[int, int, int], float] = field(default_factory=dict)  # live bucket -> capture s
+    calls: int = 0  # calls served by this runner
+    replays: int = 0  # graph replays (a call split into parts replays several)
+    hits: int = 0  # replays of a bucket already captured
+    misses: int = 0  # captures
+    evictions: int = 0  # buckets dropped for the memory budget
+    fallbacks: int = 0  # calls that ran eagerly instead
+    memory_bytes: int = 0  # what the live buckets account for (never negative)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "buckets": {f"{t}x{b}x{s}": round(sec, 3) for (t, b, s), sec in self.captured.items()},
+            "calls": self.calls,
+            "replays": self.replays,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "fallbacks": self.fallbacks,
+            "replay_rate": (self.calls - self.fallbacks) / self.calls if self.calls else None,
+            "memory_mb": self.memory_bytes / 2**20,
+        }
 
 
 def _no_runner() -> None:
     return None
 
 
-class CudaGraphEncoder:
-    """Replays a captured packed forward of `bert` for batches that fit a bucket; None otherwise.
+def _nbytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
-    Inference only (the caller checks that no gradient is needed). All graphs share one memory pool;
-    at most `max_graphs` buckets are captured, after which a batch whose bucket is not captured runs
-    eagerly and is counted in `stats.fallbacks`. Graphs read the parameters' memory directly, so any
-    change to a parameter (a new tensor, an in-place update, a move) drops every graph; they are
-    captured again on demand.
+
+class CudaGraphEncoder:
+    """Replays a captured packed forward of `bert` per bucket; see the module docstring.
+
+    Inference only (the caller checks that no gradient is needed). `max_tokens` / `max_seqs` bound the
+    largest bucket (bigger batches run as several replays); `memory_budget_mb` (None: unbounded) bounds
+    what the live buckets account for, evicting the least recently used first.
     """
 
-    def __init__(self, bert, spec, *, max_tokens: int = 8192, max_seqs: int = 512, max_graphs: int = 16,
-                 replay: str = "cuda"):  # fmt: skip
+    def __init__(self, bert: nn.Module, spec: Spec, *, max_tokens: int = 8192, max_seqs: int = 512,
+                 memory_budget_mb: float | None = None, replay: str = "cuda"):  # fmt: skip
         if replay not in ("cuda", "eager"):
             raise ValueError(f"replay must be 'cuda' or 'eager', got {replay!r}")
+        if memory_budget_mb is not None and not memory_budget_mb > 0:
+            raise ValueError(f"memory_budget_mb must be positive or None, got {memory_budget_mb!r}")
+        if max_tokens < spec.max_position_embeddings:
+            raise ValueError(
+                f"max_tokens ({max_tokens}) must hold the longest sequence ({spec.max_position_embeddings} tokens)"
+            )
+        _ensure_param_hook()
         self.bert = bert
         self.spec = spec
         self.token_buckets = power_of_two_buckets(max_tokens)
         self.seq_buckets = power_of_two_buckets(max_seqs, smallest=4)
-        self.max_graphs = max_graphs
+        self.max_tokens, self.max_seqs = self.token_buckets[-1], self.seq_buckets[-1]
+        self.budget_bytes = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
         self._replay_cls = _CudaGraphReplay if replay == "cuda" else _EagerReplay
-        self.buckets: dict[tuple[int, int], _Bucket] = {}
+        self.buckets: OrderedDict[tuple[int, int, int], _Bucket] = OrderedDict()  # least recent first
         self.pool = None
         self.stats = GraphStats()
+        self._lock = threading.Lock()
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
         self._weights = self._fingerprint()
 
     def __reduce__(self):
@@ -191,22 +262,30 @@ class CudaGraphEncoder:
         return (tuple(map(id, self._params)), [(p.data_ptr(), p._version) for p in self._params])
 
     def reset(self) -> None:
-        """Drop every graph and its memory pool."""
+        """Drop every graph and its memory pool (counters are kept)."""
+        with self._lock:
+            self._drop_all()
+
+    def _drop_all(self) -> None:
         self.buckets.clear()
+        self.stats.captured.clear()
+        self.stats.memory_bytes = 0
         self.pool = None
-        self.stats = GraphStats()
 
     @property
     def pad_id(self) -> int:
         return self.bert.embeddings.word_embeddings.padding_idx or 0
 
-    def _capture(self, key: tuple[int, int], device: torch.device) -> _Bucket:
-        import time
+    # ------------------------------------------------------------------ buckets
+    def bucket_for(self, lengths: list[int]) -> tuple[int, int, int] | None:
+        """(T_b, B_b, S_b) for a batch of these sequence lengths, or None when it needs splitting."""
+        key = select_bucket(sum(lengths), len(lengths), self.token_buckets, self.seq_buckets)
+        if key is None:
+            return None
+        return (*key, length_bucket(max(lengths), self.spec.max_position_embeddings))
 
-        from .modeling import packed_forward
-        from .padding import PackInfo
-
-        t_b, b_b = key
+    def _capture(self, key: tuple[int, int, int], device: torch.device) -> _Bucket:
+        t_b, b_b, s_b = key
         t0 = time.perf_counter()
         cuda = device.type == "cuda"
         before = torch.cuda.memory_reserved(device) if cuda else 0
@@ -215,14 +294,14 @@ class CudaGraphEncoder:
             ids=torch.full((t_b,), self.pad_id, dtype=torch.long, device=device),
             types=torch.zeros(t_b, dtype=torch.long, device=device),
             positions=torch.zeros(t_b, dtype=torch.long, device=device),
-            cu_seqlens=torch.tensor(bucket_cu_seqlens([0, t_b], t_b, b_b), dtype=torch.int32, device=device),
+            # Capture-time layout: sequences of S_b tokens (any valid layout will do: replays copy theirs in).
+            cu_seqlens=torch.tensor([min(i * s_b, t_b) for i in range(b_b + 1)], dtype=torch.int32, device=device),
         )
-        longest = self.spec.max_position_embeddings  # the attention grid covers any real length
-        info = PackInfo(b_b, longest, None, bucket.cu_seqlens, longest, None)
+        info = PackInfo(b_b, s_b, None, bucket.cu_seqlens, s_b, None)
 
         def forward():
             # Empty trailing sequences start at T_b: the pooler reads a dummy row for them instead.
-            first = bucket.cu_seqlens[:-1].long().clamp(max=t_b - 1)
+            first = bucket.cu_seqlens[:-1].long().clamp(max=t_b - 1)  # (B_b,)
             h, pooled, _ = packed_forward(
                 self.bert, self.spec, info, bucket.ids, bucket.types, bucket.positions, None, "triton", False,
                 first_token_index=first,
@@ -231,123 +310,101 @@ class CudaGraphEncoder:
 
         bucket.replay = self._replay_cls(forward, self.pool, device)
         self.pool = bucket.replay.pool
+        hidden, pooled = bucket.replay.outputs
+        static = _nbytes(bucket.ids, bucket.types, bucket.positions, bucket.cu_seqlens, hidden, pooled)
+        grown = 0
         if cuda:
             torch.cuda.synchronize(device)
-            self.stats.pool_bytes += torch.cuda.memory_reserved(device) - before
+            grown = torch.cuda.memory_reserved(device) - before  # may be < 0 if others freed memory meanwhile
+        bucket.nbytes = max(static, grown)
         self.stats.captured[key] = time.perf_counter() - t0
+        self.stats.misses += 1
+        self.stats.memory_bytes += bucket.nbytes
         return bucket
 
-    def __call__(
-        self,
-        ids: torch.Tensor,  # (T,)
-        types: torch.Tensor,  # (T,)
-        positions: torch.Tensor,  # (T,)
-        cu_seqlens: list[int],  # (B + 1,) on the host
-    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-        T, B = ids.numel(), len(cu_seqlens) - 1
-        weights = self._fingerprint()
-        if weights != self._weights:
-            self.reset()
-            self._weights = weights
-        key = select_bucket(T, B, self.token_buckets, self.seq_buckets)
-        if key is None or (key not in self.buckets and len(self.buckets) >= self.max_graphs):
-            self.stats.fallbacks += 1
-            return None
+    def _evict_for_budget(self, keep: tuple[int, int, int]) -> None:
+        if self.budget_bytes is None:
+            return
+        while self.stats.memory_bytes > self.budget_bytes and len(self.buckets) > 1:
+            key = next(k for k in self.buckets if k != keep)  # the least recently used other bucket
+            old = self.buckets.pop(key)
+            self.stats.memory_bytes -= old.nbytes
+            self.stats.captured.pop(key, None)
+            self.stats.evictions += 1
+        if len(self.buckets) == 0:
+            self.pool = None
+
+    def _bucket(self, key: tuple[int, int, int], device: torch.device) -> _Bucket:
         bucket = self.buckets.get(key)
         if bucket is None:
-            bucket = self.buckets[key] = self._capture(key, ids.device)
+            bucket = self.buckets[key] = self._capture(key, device)
+            self._evict_for_budget(keep=key)
+        else:
+            self.buckets.move_to_end(key)
+            self.stats.hits += 1
+        return bucket
+
+    # ------------------------------------------------------------------ replay
+    def _replay(self, ids, types, positions, cu: list[int], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One bucket: copy in, replay, copy out. cu: this part's (B + 1,) offsets from 0."""
+        T, B = cu[-1], len(cu) - 1
+        lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
+        key = self.bucket_for(lengths)
+        bucket = self._bucket(key, device)
         bucket.ids[:T].copy_(ids)
         bucket.ids[T:].fill_(self.pad_id)
         bucket.types[:T].copy_(types)
         bucket.types[T:].zero_()
         bucket.positions[:T].copy_(positions)
         bucket.positions[T:].zero_()
-        cu = torch.tensor(bucket_cu_seqlens(cu_seqlens, *key), dtype=torch.int32)
-        bucket.cu_seqlens.copy_(cu, non_blocking=True)
+        laid = torch.tensor(bucket_cu_seqlens(cu, key[0], key[1]), dtype=torch.int32)
+        bucket.cu_seqlens.copy_(laid, non_blocking=device.type == "cuda")
         bucket.replay.replay()
         self.stats.replays += 1
         hidden, pooled = bucket.replay.outputs
-        # Copies: the static outputs are overwritten by the next replay of this bucket.
+        # Copies: the static outputs belong to the bucket and are overwritten by its next replay.
         return hidden[:T].clone(), (pooled[:B].clone() if pooled is not None else None)
 
+    def _run(self, ids, types, positions, cu_host: list[int], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weights = self._fingerprint()
+        if weights != self._weights:
+            self._drop_all()
+            self._weights = weights
+        lengths = [b - a for a, b in zip(cu_host[:-1], cu_host[1:])]
+        parts = [(0, len(lengths))] if self.bucket_for(lengths) else split_batch(lengths, self.max_tokens, self.max_seqs)
+        outs = []
+        for s0, s1 in parts:
+            t0, t1 = cu_host[s0], cu_host[s1]
+            cu = [c - t0 for c in cu_host[s0 : s1 + 1]]
+            outs.append(self._replay(ids[t0:t1], types[t0:t1], positions[t0:t1], cu, device))
+        if len(outs) == 1:
+            return outs[0]
+        hidden = torch.cat([h for h, _ in outs])  # (T, H)
+        pooled = None if outs[0][1] is None else torch.cat([p for _, p in outs])  # (B, H)
+        return hidden, pooled
 
-# =============================================================================== tuned-config cache
-def cache_dir() -> Path:
-    """BERTFAST_CACHE_DIR, else $XDG_CACHE_HOME/bertfast, else ~/.cache/bertfast."""
-    env = os.environ.get("BERTFAST_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bertfast"
-
-
-def kernel_source_hash() -> str:
-    """Hash of every kernel source file: an edited kernel invalidates its tuned configs."""
-    h = hashlib.sha256()
-    kdir = Path(__file__).resolve().parent / "kernels"
-    for path in sorted(kdir.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-class TunedConfigCache:
-    """Kernel configs chosen per shape bucket, stored per (device name, triton version, kernel hash).
-
-    The file holds one JSON object with a header of those three fields and `configs`:
-    {kernel name: {shape key: config dict}}. A file whose header differs from the running process
-    (another GPU, another triton, edited kernels) is ignored and overwritten on save, never used.
-    """
-
-    def __init__(self, device_name: str, triton_version: str, source_hash: str | None = None,
-                 directory: str | os.PathLike | None = None):  # fmt: skip
-        self.header = {
-            "device": device_name,
-            "triton": triton_version,
-            "kernels": source_hash or kernel_source_hash(),
-        }
-        self.directory = Path(directory) if directory is not None else cache_dir()
-        self.configs: dict[str, dict[str, dict[str, Any]]] = {}
-        self.invalid_reason: str | None = None
-
-    @property
-    def path(self) -> Path:
-        slug = "".join(c if c.isalnum() else "-" for c in self.header["device"]).strip("-").lower()
-        return self.directory / f"tuned-{slug}.json"
-
-    def load(self) -> bool:
-        """Read the file; True when it was valid for this process."""
-        self.configs, self.invalid_reason = {}, None
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            self.invalid_reason = "no cache file"
-            return False
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            self.invalid_reason = f"unreadable cache file {self.path}: {e}"
-            return False
-        header = data.get("header") if isinstance(data, dict) else None
-        if header != self.header:
-            self.invalid_reason = f"stale cache file {self.path}: made for {header}, running {self.header}"
-            return False
-        configs = data.get("configs")
-        if not isinstance(configs, dict):
-            self.invalid_reason = f"malformed cache file {self.path}: no 'configs' object"
-            return False
-        self.configs = configs
-        return True
-
-    def get(self, kernel: str, key: str) -> dict[str, Any] | None:
-        return self.configs.get(kernel, {}).get(key)
-
-    def put(self, kernel: str, key: str, config: dict[str, Any]) -> None:
-        self.configs.setdefault(kernel, {})[key] = dict(config)
-
-    def save(self) -> Path:
-        """Atomic write: a crash never leaves a half-written file behind."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tuned-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"header": self.header, "configs": self.configs}, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
-        return self.path
+    def __call__(
+        self,
+        ids: torch.Tensor,  # (T,)
+        types: torch.Tensor,  # (T,)
+        positions: torch.Tensor,  # (T,)
+        cu_host: list[int],  # (B + 1,) on the host
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(hidden (T, H), pooled (B, H) or None) for a packed batch; ordered on the caller's stream."""
+        device = ids.device
+        with self._lock:
+            self.stats.calls += 1
+            if device.type != "cuda":
+                return self._run(ids, types, positions, cu_host, device)
+            caller = torch.cuda.current_stream(device)
+            stream = self._streams.get(device)
+            if stream is None:
+                stream = self._streams[device] = torch.cuda.Stream(device)
+            stream.wait_stream(caller)  # the inputs are ready
+            with torch.cuda.stream(stream):
+                hidden, pooled = self._run(ids, types, positions, cu_host, device)
+            caller.wait_stream(stream)  # the outputs are ready before the caller's next work
+            for t in (hidden, pooled):
+                if t is not None:
+                    t.record_stream(caller)  # made on our stream, used on the caller's
+            return hidden, pooled

@@ -12,15 +12,17 @@ attention probabilities (`output_attentions=True`), cross-attention inputs and k
 from __future__ import annotations
 
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import ops
+from . import ops, runtime
 from .config import BertConfig
-from .modeling import BertPreTrainedModel, Spec, hf_style_forward
+from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec, hf_style_forward
+from .modeling import BertPreTrainedModel
 
 
 @dataclass
@@ -54,7 +56,7 @@ def _hf_forward(
     **kwargs: Any,
 ):
     """transformers' BertModel.forward, same signature and outputs, computed by bertfast."""
-    state: _PatchState = self.__dict__["_bertfast"]
+    state: _PatchState = self.__dict__[PATCH_ATTR]
     cfg = self.config
     if output_attentions is None:
         output_attentions = getattr(cfg, "output_attentions", False)
@@ -100,13 +102,22 @@ def _hf_forward(
     return out if return_dict else out.to_tuple()
 
 
-def optimize(model: nn.Module, *, backend: str = "auto", cuda_graphs: bool = True) -> nn.Module:
+def optimize(
+    model: nn.Module,
+    *,
+    backend: str = "auto",
+    cuda_graphs: bool = True,
+    memory_budget_mb: float | None = None,
+    warmup: Iterable[tuple[int, int]] | None = None,
+) -> nn.Module:
     """Make a BERT model fast, in place, and return it (for chaining).
 
     Accepts a transformers BertModel or any BertFor* model, a sentence-transformers model with a
     BERT encoder, or a native bertfast model. `backend` is "auto" (Triton kernels on CUDA tensors,
     torch elsewhere), "torch" or "triton". `cuda_graphs` replays the forward from CUDA graphs per
-    token bucket where it can (CUDA, Triton path, inference; see bertfast.graphs). Unsupported
+    bucket where it can (CUDA, Triton path, inference; see bertfast.graphs), keeping at most
+    `memory_budget_mb` of graphs (None: no limit). `warmup`, a list of (batch, seq_len), captures
+    those buckets now (the model must already be on its device and in eval mode). Unsupported
     configs (decoders, cross-attention, relative position embeddings) raise ConfigError (a
     ValueError) here, before anything is patched.
     """
@@ -116,49 +127,70 @@ def optimize(model: nn.Module, *, backend: str = "auto", cuda_graphs: bool = Tru
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() takes a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, BertPreTrainedModel):
-        return model.set_backend(backend).set_cuda_graphs(cuda_graphs)
-    targets = [m for m in model.modules() if _is_hf_bert_model(m)]
-    if not targets:
-        raise TypeError(
-            f"optimize() found no BERT encoder in {type(model).__name__}: it takes a transformers BertModel, "
-            "a BertFor* model, a sentence-transformers model with a BERT encoder, or a bertfast model"
-        )
-    specs = [Spec.from_config(BertConfig.from_hf(m.config)) for m in targets]  # validate all before patching
-    for module, spec in zip(targets, specs):
-        module.__dict__["_bertfast"] = _PatchState(spec, backend, cuda_graphs)
-        module.__dict__.pop("_bertfast_graphs", None)  # a re-optimize starts with no graphs
-        module.forward = types.MethodType(_hf_forward, module)
+        model.set_backend(backend).set_cuda_graphs(cuda_graphs)
+    else:
+        targets = [m for m in model.modules() if _is_hf_bert_model(m)]
+        if not targets:
+            raise TypeError(
+                f"optimize() found no BERT encoder in {type(model).__name__}: it takes a transformers BertModel, "
+                "a BertFor* model, a sentence-transformers model with a BERT encoder, or a bertfast model"
+            )
+        specs = [Spec.from_config(BertConfig.from_hf(m.config)) for m in targets]  # validate all before patching
+        for module, spec in zip(targets, specs):
+            module.__dict__[PATCH_ATTR] = _PatchState(spec, backend, cuda_graphs)
+            module.__dict__.pop(RUNNER_ATTR, None)  # a re-optimize starts with no graphs
+            module.forward = types.MethodType(_hf_forward, module)
+    runtime.set_graph_options(model, memory_budget_mb=memory_budget_mb)
+    if warmup is not None:
+        runtime.warmup(model, warmup)
+    return model
+
+
+def _patched(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if PATCH_ATTR in m.__dict__]
+
+
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """The backend ("auto", "torch", "triton") of every bertfast encoder in `model`, native or patched."""
+    ops.check_backend(backend)
+    if isinstance(model, BertPreTrainedModel):
+        return model.set_backend(backend)
+    patched = _patched(model)
+    if not patched:
+        raise TypeError(f"set_backend() found no bertfast encoder in {type(model).__name__}: call optimize() first")
+    for m in patched:
+        m.__dict__[PATCH_ATTR].backend = backend
+    return model
+
+
+def set_cuda_graphs(model: nn.Module, enabled: bool) -> nn.Module:
+    """CUDA graphs on or off for every bertfast encoder in `model`, native or patched; off drops them."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    if isinstance(model, BertPreTrainedModel):
+        return model.set_cuda_graphs(enabled)
+    patched = _patched(model)
+    if not patched:
+        raise TypeError(f"set_cuda_graphs() found no bertfast encoder in {type(model).__name__}: call optimize() first")
+    for m in patched:
+        m.__dict__[PATCH_ATTR].cuda_graphs = enabled
+        if not enabled:
+            m.__dict__.pop(RUNNER_ATTR, None)
     return model
 
 
 def is_optimized(model: nn.Module) -> bool:
-    return any("_bertfast" in m.__dict__ for m in model.modules())
+    return any(PATCH_ATTR in m.__dict__ for m in model.modules())
 
 
 def restore(model: nn.Module) -> nn.Module:
     """Undo optimize(): every patched encoder runs transformers' own forward again."""
     for m in model.modules():
-        if "_bertfast" in m.__dict__:
-            del m.__dict__["_bertfast"]
+        if PATCH_ATTR in m.__dict__:
+            del m.__dict__[PATCH_ATTR]
             m.__dict__.pop("forward", None)
-            m.__dict__.pop("_bertfast_graphs", None)
+            m.__dict__.pop(RUNNER_ATTR, None)
+            m.__dict__.pop(runtime.OPTIONS_ATTR, None)
             for sub in m.modules():
-                sub.__dict__.pop("_bertfast_qkv", None)
+                sub.__dict__.pop(FUSED_QKV_ATTR, None)
     return model
-
-
-def graph_stats(model: nn.Module) -> dict[str, dict]:
-    """For each encoder in `model` that holds CUDA graphs: captured buckets (with capture seconds),
-    replays, eager fallbacks, and the device memory the graphs reserved."""
-    out = {}
-    for name, m in model.named_modules():
-        runner = m.__dict__.get("_bertfast_graphs")
-        if runner is not None:
-            st = runner.stats
-            out[name or "."] = {
-                "buckets": {f"{t}x{b}": round(sec, 3) for (t, b), sec in st.captured.items()},
-                "replays": st.replays,
-                "fallbacks": st.fallbacks,
-                "memory_mb": st.pool_bytes / 2**20,
-            }
-    return out

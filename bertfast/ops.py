@@ -3,7 +3,8 @@
 `backend="auto"` runs the Triton kernels on CUDA tensors and torch elsewhere; `"torch"` runs torch
 anywhere; `"triton"` runs the kernels, which on CPU tensors needs the Triton interpreter
 (TRITON_INTERPRET=1 set before triton is imported). BERTFAST_BACKEND overrides the default ("auto")
-for a whole process. Nothing here touches the GPU or imports triton at import time.
+for a whole process. Nothing here touches the GPU or imports triton at import time, and nothing
+here imports upward: the tuned configs are loaded by the runtime before the first launch.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def default_backend() -> str:
 
 
 def interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+    """Whether the Triton interpreter is on (the kernels' own check; False when triton is absent)."""
+    return triton_available() and _kernels().interpreting()
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,14 +54,6 @@ def _kernels():
     from . import kernels
 
     return kernels
-
-
-def _seed_tuned_configs(x: torch.Tensor) -> None:
-    """First Triton call on a CUDA device: load the tuned-config file (bertfast tune) into the autotuners."""
-    if x.is_cuda:
-        from .tuning import seed_from_disk
-
-        seed_from_disk(x.device.index if x.device.index is not None else torch.cuda.current_device())
 
 
 def triton_unavailable_reason(device: torch.device) -> str | None:
@@ -153,7 +147,6 @@ def linear(
     residual: torch.Tensor | None = None,  # (T, N)
 ) -> torch.Tensor:
     if backend == "triton":
-        _seed_tuned_configs(x)
         return _kernels().linear(x, weight, bias, activation=activation_name, residual=residual)
     y = F.linear(x, weight, bias)  # (T, N)
     if activation_name is not None:
@@ -188,7 +181,6 @@ def attention(
     if backend == "triton":
         if dropout_p:
             raise RuntimeError("the Triton attention kernel is inference-only (dropout_p must be 0)")
-        _seed_tuned_configs(qkv)
         return _kernels().varlen_attention(qkv, info.cu_seqlens, info.max_seqlen, num_heads)
     T, H3 = qkv.shape
     H = H3 // 3

@@ -66,12 +66,21 @@ def pack_info_from_lengths(cu_seqlens: torch.Tensor, max_seqlen: int, cu_host: l
     if all(b - a == max_seqlen for a, b in zip(cu_host[:-1], cu_host[1:])):
         return PackInfo(batch, max_seqlen, None, cu_seqlens, max_seqlen, None, cu_host)
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # (B,)
-    total = cu_host[-1]
-    seq = torch.repeat_interleave(torch.arange(batch, device=device), lengths, output_size=total)  # (T,) its sequence
-    offset = torch.arange(seq.numel(), device=device) - cu_seqlens.long()[seq]  # (T,) position within it
+    seq, offset = packed_positions(cu_seqlens, cu_host[-1])  # (T,) each token's sequence and position in it
     indices = seq * max_seqlen + offset  # (T,)
     mask = torch.arange(max_seqlen, device=device)[None, :] < lengths[:, None]  # (B, max_seqlen)
     return PackInfo(batch, max_seqlen, indices, cu_seqlens, max_seqlen, mask, cu_host)
+
+
+def packed_positions(cu_seqlens: torch.Tensor, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For packed tokens laid out by `cu_seqlens` (B + 1,): each token's sequence (T,) and its position
+    within that sequence (T,), restarting at 0. No device sync (`num_tokens` = cu_seqlens[-1], known)."""
+    cu = cu_seqlens.long()
+    lengths = cu[1:] - cu[:-1]  # (B,)
+    seq = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=cu.device), lengths, output_size=num_tokens
+    )  # (T,)
+    return seq, torch.arange(num_tokens, device=cu.device) - cu[seq]  # (T,), (T,)
 
 
 def unpad(x: torch.Tensor, info: PackInfo) -> torch.Tensor:

@@ -1,124 +1,188 @@
-"""Tuned kernel configs that outlive the process, and `bertfast tune`.
+"""Tuned kernel configs that outlive the process, the committed per-GPU tables, and `bertfast tune`.
 
-The GEMM and attention kernels autotune per shape bucket on first use. `harvest()` copies the
-winners out of Triton's autotuners into a `TunedConfigCache` file (per GPU name, triton version and
-kernel source hash: bertfast.graphs); `seed()` puts them back, so a later process starts without
-benchmarking anything. `ops` seeds once per process, at the first Triton call on a CUDA device.
-`tune()` does the work ahead of time: it runs the model at every token bucket (autotuning and
-capturing the CUDA graphs), times the replays, and writes the cache.
+Kernel launchers never autotune at call time: each tunable kernel owns a `ConfigTable`
+(bertfast.kernels._configs) that answers from known configs, else from a deterministic heuristic.
+This module fills those tables, once per process and device (`seed_device`), from two sources:
+
+1. the committed table for this GPU, shipped in bertfast/kernels/tables/ (measured by the project on
+   that GPU; absent for GPUs nobody measured, which then run the heuristics), then
+2. the user's own tuned-config file, `~/.cache/bertfast/tuned-<gpu>.json`, written by `bertfast tune`
+   (`TunedConfigCache`: valid only for the same GPU name, triton version and kernel source hash).
+
+`bertfast.runtime.tune()` runs Triton's real autotuner over a model's shapes and writes the file with
+`harvest()`.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
+import hashlib
 import json
-import statistics
+import os
+import tempfile
+import threading
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .graphs import TunedConfigCache, power_of_two_buckets
-
-# The autotuned launch objects, by the name the cache file uses.
-_TUNED = {
-    "linear": ("bertfast.kernels.gemm", "_linear_fwd_tuned"),
-    "varlen_attention": ("bertfast.kernels.attention", "_varlen_attention_fwd_tuned"),
-}
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 
 
-def autotuners() -> dict[str, Any]:
-    return {name: getattr(importlib.import_module(mod), attr) for name, (mod, attr) in _TUNED.items()}
+def gpu_slug(device_name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    return "".join(c if c.isalnum() else "-" for c in device_name).strip("-").lower()
 
 
-def _config_dict(config) -> dict[str, Any]:
-    return {"kwargs": dict(config.kwargs), "num_warps": config.num_warps, "num_stages": config.num_stages}
+def cache_dir() -> Path:
+    """BERTFAST_CACHE_DIR, else $XDG_CACHE_HOME/bertfast, else ~/.cache/bertfast."""
+    env = os.environ.get("BERTFAST_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bertfast"
 
 
-def harvest(cache: TunedConfigCache, tuners: dict[str, Any] | None = None) -> int:
-    """Copy every autotuned winner into `cache`; returns how many entries it holds for these kernels."""
-    tuners = autotuners() if tuners is None else tuners
+def kernel_source_hash() -> str:
+    """Hash of every kernel source file: an edited kernel invalidates its tuned configs."""
+    h = hashlib.sha256()
+    for path in sorted(KERNEL_DIR.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class TunedConfigCache:
+    """Kernel configs chosen per shape bucket, stored per (device name, triton version, kernel hash).
+
+    The file holds one JSON object with a header of those three fields and `configs`:
+    {kernel name: {shape key: config dict}}. A file whose header differs from the running process
+    (another GPU, another triton, edited kernels) is ignored and overwritten on save, never used.
+    """
+
+    def __init__(
+        self,
+        device_name: str,
+        triton_version: str,
+        source_hash: str | None = None,
+        directory: str | os.PathLike | None = None,
+        prefix: str = "tuned",
+    ):
+        self.header = {
+            "device": device_name,
+            "triton": triton_version,
+            "kernels": source_hash or kernel_source_hash(),
+        }
+        self.directory = Path(directory) if directory is not None else cache_dir()
+        self.prefix = prefix
+        self.configs: dict[str, dict[str, dict[str, Any]]] = {}
+        self.invalid_reason: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.prefix}-{gpu_slug(self.header['device'])}.json"
+
+    def load(self) -> bool:
+        """Read the file; True when it was valid for this process."""
+        self.configs, self.invalid_reason = {}, None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            self.invalid_reason = "no cache file"
+            return False
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            self.invalid_reason = f"unreadable cache file {self.path}: {e}"
+            return False
+        header = data.get("header") if isinstance(data, dict) else None
+        if header != self.header:
+            self.invalid_reason = f"stale cache file {self.path}: made for {header}, running {self.header}"
+            return False
+        configs = data.get("configs")
+        if not isinstance(configs, dict):
+            self.invalid_reason = f"malformed cache file {self.path}: no 'configs' object"
+            return False
+        self.configs = configs
+        return True
+
+    def get(self, kernel: str, key: str) -> dict[str, Any] | None:
+        return self.configs.get(kernel, {}).get(key)
+
+    def put(self, kernel: str, key: str, config: dict[str, Any]) -> None:
+        self.configs.setdefault(kernel, {})[key] = dict(config)
+
+    def save(self) -> Path:
+        """Atomic write: a crash never leaves a half-written file behind."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tuned-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"header": self.header, "configs": self.configs}, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+        return self.path
+
+
+# --------------------------------------------------------------------------- config tables
+def config_tables() -> dict[str, Any]:
+    """The ConfigTable of every tunable kernel, by the name the cache file uses (imports triton)."""
+    from .kernels import attention, gemm
+
+    return {"linear": gemm.GEMM_CONFIGS, "varlen_attention": attention.ATTENTION_CONFIGS}
+
+
+def _key_to_json(key: tuple) -> str:
+    return json.dumps(list(key))
+
+
+def _key_from_json(text: str) -> tuple:
+    return tuple(json.loads(text))
+
+
+def harvest(cache: TunedConfigCache, tables: dict[str, Any] | None = None) -> int:
+    """Copy every known config out of the tables into `cache`; returns how many entries were copied."""
+    tables = config_tables() if tables is None else tables
     count = 0
-    for name, tuner in tuners.items():
-        for key, config in tuner.cache.items():
-            cache.put(name, json.dumps(list(key)), _config_dict(config))
+    for name, table in tables.items():
+        for key, config in table.known().items():
+            cache.put(name, _key_to_json(key), config)
             count += 1
     return count
 
 
-def seed(cache: TunedConfigCache, tuners: dict[str, Any] | None = None) -> int:
-    """Put the cache's configs into the autotuners (entries they already hold are kept)."""
-    import triton
-
-    tuners = autotuners() if tuners is None else tuners
+def seed(cache: TunedConfigCache, tables: dict[str, Any] | None = None) -> int:
+    """Put the cache's configs into the tables (they replace heuristics and earlier entries)."""
+    tables = config_tables() if tables is None else tables
     count = 0
-    for name, tuner in tuners.items():
-        for key, cfg in cache.configs.get(name, {}).items():
-            k = tuple(json.loads(key))
-            if k not in tuner.cache:
-                tuner.cache[k] = triton.Config(cfg["kwargs"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-                count += 1
+    for name, table in tables.items():
+        for key, config in cache.configs.get(name, {}).items():
+            table.put(_key_from_json(key), config)
+            count += 1
     return count
 
 
-def device_cache(device: torch.device) -> TunedConfigCache:
+def device_cache(device: torch.device, directory: str | os.PathLike | None = None, prefix: str = "tuned"
+                 ) -> TunedConfigCache:  # fmt: skip
     import triton
 
-    return TunedConfigCache(torch.cuda.get_device_name(device), triton.__version__)
+    return TunedConfigCache(torch.cuda.get_device_name(device), triton.__version__, directory=directory, prefix=prefix)
 
 
-@functools.lru_cache(maxsize=None)
-def seed_from_disk(device_index: int) -> int:
-    """Once per process and device: load the tuned-config file, if valid, into the autotuners."""
-    cache = device_cache(torch.device("cuda", device_index))
-    return seed(cache) if cache.load() else 0
+# The project's measured configs per GPU, committed beside the kernels (same format as the user's file).
+COMMITTED_DIR = KERNEL_DIR / "tables"
+_SEEDED: set[int] = set()
+_SEED_LOCK = threading.Lock()
 
 
-# --------------------------------------------------------------------------- bertfast tune
-def _time_ms(fn, reps: int = 30) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
-    return statistics.median(samples)
-
-
-def tune(model, *, max_tokens: int = 4096, seq_len: int = 128, device: str = "cuda") -> list[dict[str, Any]]:
-    """Autotune and capture every token bucket up to `max_tokens` for a native bertfast model on CUDA;
-    write the tuned-config cache; return one row per bucket (tokens, sequences, capture s, replay ms)."""
-    from .graphs import select_bucket
-    from .modeling import graph_runner
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("bertfast tune needs a CUDA device: it autotunes and captures on the GPU")
-    model = model.to(device).eval().set_backend("auto").set_cuda_graphs(True)
-    dev = torch.device(device)
-    runner = graph_runner(model, model.spec, True, dev)
-    rows = []
-    g = torch.Generator().manual_seed(0)
-    for tokens in power_of_two_buckets(max_tokens):
-        n = min(seq_len, tokens, model.config.max_position_embeddings)
-        lengths = [n] * max(1, tokens // n)
-        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=dev)
-        ids = torch.randint(1, model.config.vocab_size, (int(cu[-1]),), generator=g).to(dev)
-        key = select_bucket(ids.numel(), len(lengths), runner.token_buckets, runner.seq_buckets)
-        with torch.inference_mode():
-            model.forward_packed(ids, cu)  # autotunes (warm-up) and captures this bucket
-            ms = _time_ms(lambda: model.forward_packed(ids, cu))
-        rows.append({
-            "tokens": tokens,
-            "bucket": f"{key[0]}x{key[1]}" if key else "eager",
-            "capture_s": round(runner.stats.captured.get(key, float("nan")), 3) if key else None,
-            "ms": round(ms, 4),
-            "us_per_token": round(1000 * ms / ids.numel(), 3),
-        })  # fmt: skip
-    cache = device_cache(dev)
-    cache.load()
-    harvest(cache)
-    rows.append({"cache": str(cache.save()), "graph_memory_mb": round(runner.stats.pool_bytes / 2**20, 1)})
-    return rows
+def seed_device(device: torch.device) -> int:
+    """Once per process and CUDA device: the committed configs, then the user's tuned file, into the
+    tables. Returns how many configs were loaded (0 when neither exists or both are stale)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index in _SEEDED:
+        return 0
+    with _SEED_LOCK:
+        if index in _SEEDED:
+            return 0
+        dev = torch.device("cuda", index)
+        count = 0
+        for cache in (device_cache(dev, COMMITTED_DIR, prefix="configs"), device_cache(dev)):
+            if cache.load():
+                count += seed(cache)
+        _SEEDED.add(index)
+        return count

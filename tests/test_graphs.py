@@ -9,11 +9,13 @@ import pytest
 
 from bertfast.graphs import (
     DUMMY_CHUNK,
-    TunedConfigCache,
     bucket_cu_seqlens,
+    length_bucket,
     power_of_two_buckets,
     select_bucket,
+    split_batch,
 )
+from bertfast.tuning import TunedConfigCache
 
 TOKENS = power_of_two_buckets(4096)
 SEQS = power_of_two_buckets(256, smallest=4)
@@ -91,10 +93,23 @@ def test_tuned_cache_round_trip_and_invalidation(tmp_path):
     assert not again.load() and "malformed" in again.invalid_reason
 
 
-def test_kernel_source_hash_is_stable():
-    from bertfast.graphs import kernel_source_hash
+def test_kernel_source_hash_follows_the_kernel_sources(tmp_path, monkeypatch):
+    from bertfast import tuning
 
-    assert kernel_source_hash() == kernel_source_hash() and len(kernel_source_hash()) == 16
+    assert tuning.kernel_source_hash() == tuning.kernel_source_hash() and len(tuning.kernel_source_hash()) == 16
+    # A copy of the kernel sources hashes the same; editing one line of one kernel changes the hash.
+    kdir = tmp_path / "kernels"
+    kdir.mkdir()
+    real = tuning.KERNEL_DIR
+    for f in real.glob("*.py"):
+        (kdir / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(tuning, "KERNEL_DIR", kdir)
+    same = tuning.kernel_source_hash()
+    attention = kdir / "attention.py"
+    attention.write_text(attention.read_text().replace("def _", "def  _", 1))
+    assert tuning.kernel_source_hash() != same
+    monkeypatch.setattr(tuning, "KERNEL_DIR", real)
+    assert tuning.kernel_source_hash() == same
 
 
 # --------------------------------------------------------------------------- replay on the CPU
@@ -102,9 +117,12 @@ def test_kernel_source_hash_is_stable():
 # Triton interpreter) as a CUDA graph replay, with only the capture mechanism left out.
 torch = pytest.importorskip("torch")
 
+from .helpers import ATOL, assert_close  # noqa: E402
 
-def _eager_runner_model():
+
+def _eager_runner_model(**options):
     from bertfast import ops
+    from bertfast.encoder import RUNNER_ATTR
     from bertfast.graphs import CudaGraphEncoder
 
     if not ops.interpreter_on():
@@ -115,8 +133,9 @@ def _eager_runner_model():
 
     torch.manual_seed(3)
     model = bertfast.BertModel(bertfast.BertConfig(**TINY)).eval().set_backend("triton")
-    runner = CudaGraphEncoder(model, model.spec, max_tokens=128, max_seqs=16, max_graphs=2, replay="eager")
-    model.__dict__["_bertfast_graphs"] = runner
+    options = {"max_tokens": 128, "max_seqs": 16, **options}
+    runner = CudaGraphEncoder(model, model.spec, replay="eager", **options)
+    model.__dict__[RUNNER_ATTR] = runner
     return model, runner
 
 
@@ -126,51 +145,146 @@ def _packed(lengths, vocab, seed):
     return torch.randint(1, vocab, (int(cu[-1]),), generator=g), cu
 
 
-def test_graph_replay_equals_eager_packed_path_for_batches_in_one_bucket():
-    from bertfast.modeling import packed_forward
-    from bertfast.padding import pack_info_from_lengths
+def _eager(model, ids, cu):
+    """The same batch with graphs off: the packed forward run directly."""
+    from bertfast.encoder import RUNNER_ATTR
 
+    runner = model.__dict__.pop(RUNNER_ATTR)
+    try:
+        with torch.no_grad():
+            model.set_cuda_graphs(False)
+            out = model.forward_packed(ids, cu)
+    finally:
+        model.cuda_graphs = True
+        model.__dict__[RUNNER_ATTR] = runner
+    return out
+
+
+def test_length_bucket_and_split_batch():
+    assert [length_bucket(n, 512) for n in (1, 16, 17, 100, 128, 129, 512)] == [16, 16, 32, 128, 128, 256, 512]
+    assert length_bucket(300, 300) == 300  # capped at a non-power-of-two maximum
+    rng = random.Random(0)
+    for _ in range(300):
+        lengths = [rng.randint(1, 128) for _ in range(rng.randint(1, 300))]
+        parts = split_batch(lengths, 128, 16)
+        assert parts[0][0] == 0 and parts[-1][1] == len(lengths)
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:])), "consecutive, no sequence lost or repeated"
+        for s0, s1 in parts:
+            assert s1 > s0 and select_bucket(sum(lengths[s0:s1]), s1 - s0, [16, 32, 64, 128], [4, 8, 16]) is not None
+    with pytest.raises(ValueError, match="exceeds the largest graph bucket"):
+        split_batch([10, 200], 128, 16)
+
+
+def test_graph_replay_equals_eager_packed_path_for_batches_in_one_bucket():
     model, runner = _eager_runner_model()
     for seed, lengths in enumerate(([3, 40, 1], [20, 20, 9, 5], [10] * 6, [1, 1, 1, 1, 30])):
         ids, cu = _packed(lengths, model.config.vocab_size, seed)
         with torch.no_grad():
             graphed = model.forward_packed(ids, cu)
-            info = pack_info_from_lengths(cu, max(lengths))
-            positions = torch.cat([torch.arange(n) for n in lengths])
-            h, pooled, _ = packed_forward(model, model.spec, info, ids, torch.zeros_like(ids), positions, None,
-                                          "triton", False)  # fmt: skip
-        assert torch.equal(graphed.last_hidden_state, h), f"lengths {lengths}"
-        assert torch.equal(graphed.pooler_output, pooled), f"lengths {lengths}"
-    assert list(runner.stats.captured) == [(64, 8)] and runner.stats.replays == 4
+        eager = _eager(model, ids, cu)
+        assert torch.equal(graphed.last_hidden_state, eager.last_hidden_state), f"lengths {lengths}"
+        assert torch.equal(graphed.pooler_output, eager.pooler_output), f"lengths {lengths}"
+    # (64 tokens, 8 slots) and the longest sequence rounded up: 64, 32, 16, 32 (a hit)
+    assert sorted(runner.stats.captured) == [(64, 8, 16), (64, 8, 32), (64, 8, 64)]
+    stats = runner.stats.as_dict()
+    assert (stats["calls"], stats["replays"], stats["misses"], stats["hits"], stats["fallbacks"]) == (4, 4, 3, 1, 0)
 
 
-def test_graph_fallbacks_and_weight_changes():
+def test_batches_larger_than_every_bucket_replay_in_parts():
     model, runner = _eager_runner_model()
-    ids, cu = _packed([60, 60, 60, 60], model.config.vocab_size, 0)  # 240 tokens: no bucket holds it
+    lengths = [60, 60, 7, 60, 60, 1, 33] + [2] * 20  # 343 tokens, 27 sequences: above 128 tokens / 16 slots
+    ids, cu = _packed(lengths, model.config.vocab_size, 5)
     with torch.no_grad():
-        eager = model.forward_packed(ids, cu).last_hidden_state
-    assert runner.stats.fallbacks == 1 and runner.stats.replays == 0
-    for lengths in ([10], [60, 40]):  # two buckets fill max_graphs=2 ...
-        ids, cu = _packed(lengths, model.config.vocab_size, 1)
+        graphed = model.forward_packed(ids, cu)
+    eager = _eager(model, ids, cu)
+    # Rows fall at other offsets within the GEMM tiles than in one launch: equal to rounding, not bits.
+    assert_close(graphed.last_hidden_state, eager.last_hidden_state, ATOL[torch.float32], "hidden")
+    assert_close(graphed.pooler_output, eager.pooler_output, ATOL[torch.float32], "pooled")
+    stats = runner.stats.as_dict()
+    assert stats["calls"] == 1 and stats["replays"] >= 3 and stats["fallbacks"] == 0 and stats["replay_rate"] == 1.0
+
+
+def test_least_recently_used_buckets_are_evicted_past_the_budget():
+    shapes = ([10], [20], [10], [40, 20])  # buckets 16x4x16, 32x4x32, 16x4x16 again (a hit), 64x4x64
+    model, runner = _eager_runner_model()
+    for seed, lengths in enumerate(shapes):
+        ids, cu = _packed(lengths, model.config.vocab_size, seed)
         with torch.no_grad():
             model.forward_packed(ids, cu)
-    ids, cu = _packed([40], model.config.vocab_size, 2)  # ... so a third bucket runs eagerly
-    with torch.no_grad():
-        model.forward_packed(ids, cu)
-    assert len(runner.stats.captured) == 2 and runner.stats.fallbacks == 2
-    assert eager.isfinite().all()
+    size = {key: bucket.nbytes for key, bucket in runner.buckets.items()}
+    assert runner.stats.evictions == 0 and runner.stats.memory_bytes == sum(size.values())
+    # Room for the first two buckets, not for the third as well: capturing it evicts the least recently
+    # used one (32x4x32: 16x4x16 was used after it).
+    budget = size[(16, 4, 16)] + size[(32, 4, 32)] + 1
+    model, runner = _eager_runner_model(memory_budget_mb=budget / 2**20)
+    for seed, lengths in enumerate(shapes):
+        ids, cu = _packed(lengths, model.config.vocab_size, seed)
+        with torch.no_grad():
+            graphed = model.forward_packed(ids, cu)
+        assert torch.equal(graphed.last_hidden_state, _eager(model, ids, cu).last_hidden_state)
+    stats = runner.stats
+    assert (stats.misses, stats.hits) == (3, 1)
+    assert stats.evictions >= 1 and (32, 4, 32) not in runner.buckets, "the least recently used went first"
+    assert (64, 4, 64) in runner.buckets
+    assert stats.memory_bytes <= budget or len(runner.buckets) == 1
+    assert 0 < stats.memory_bytes == sum(b.nbytes for b in runner.buckets.values())
+    assert list(stats.captured) == list(runner.buckets)
 
+
+def test_graph_stats_report_counts_and_memory_never_negative():
+    import bertfast
+
+    model, runner = _eager_runner_model()
+    for seed, lengths in enumerate(([5], [5, 9], [60, 60, 20])):
+        ids, cu = _packed(lengths, model.config.vocab_size, seed)
+        with torch.no_grad():
+            model.forward_packed(ids, cu)
+    (name, stats), = bertfast.graph_stats(model).items()
+    assert name == "."
+    assert stats["calls"] == 3 and stats["replays"] == 4 and stats["misses"] + stats["hits"] == 4  # 140 tokens: 2 parts
+    assert stats["memory_mb"] > 0 and stats["replay_rate"] == 1.0 and stats["evictions"] == 0
+    assert set(stats["buckets"]) == {f"{t}x{b}x{s}" for t, b, s in runner.buckets}
+
+
+def test_weight_changes_drop_the_graphs():
+    model, runner = _eager_runner_model()
     ids, cu = _packed([10], model.config.vocab_size, 3)
     with torch.no_grad():
         before = model.forward_packed(ids, cu).last_hidden_state
         model.encoder.layer[0].attention.self.query.weight.mul_(1.5)  # an in-place update
         after = model.forward_packed(ids, cu).last_hidden_state
-        model.set_cuda_graphs(False)
-        reference = model.forward_packed(ids, cu).last_hidden_state
-    assert runner.stats.captured == {(16, 4): runner.stats.captured[(16, 4)]}, "graphs dropped and recaptured"
+    reference = _eager(model, ids, cu).last_hidden_state
+    assert runner.stats.misses == 2, "graphs dropped and recaptured"
     assert not torch.equal(before, after)
     assert torch.equal(after, reference)
+    with torch.no_grad():
+        model.set_cuda_graphs(False)
     assert "_bertfast_graphs" not in model.__dict__
+
+
+def test_threads_calling_one_model_get_their_own_results():
+    """Four threads, one model, mixed shapes: every result equals the single-threaded one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, runner = _eager_runner_model()
+    rng = random.Random(7)
+    batches = []
+    for i in range(12):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 4))]
+        batches.append(_packed(lengths, model.config.vocab_size, 100 + i))
+    with torch.no_grad():
+        expected = [model.forward_packed(ids, cu).last_hidden_state for ids, cu in batches]
+
+    def call(i):
+        ids, cu = batches[i]
+        with torch.no_grad():
+            return model.forward_packed(ids, cu).last_hidden_state
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(call, list(range(12)) * 3))
+    mismatches = [i for i, out in enumerate(got) if not torch.equal(out, expected[i % 12])]
+    assert mismatches == []
+    assert runner.stats.fallbacks == 0 and runner.stats.calls == 48
 
 
 def test_padded_hf_style_call_uses_the_graphs():
@@ -191,29 +305,36 @@ def test_padded_hf_style_call_uses_the_graphs():
     assert bertfast.graph_stats(model) == {}  # switched off: graphs dropped
 
 
-def test_tuned_configs_harvest_and_seed_round_trip(tmp_path):
-    import triton
+def test_tuned_configs_harvest_and_seed_round_trip_through_the_real_autotuner(tmp_path):
+    """`bertfast tune`'s path on the CPU: Triton's own autotuner (one interpreter config) picks a
+    winner, the table records it, harvest() writes it, and seed() puts it into a fresh table."""
+    from bertfast import kernels, ops
+    from bertfast.kernels import gemm
+    from bertfast.kernels._configs import ConfigTable, autotuning
+    from bertfast.tuning import config_tables, harvest, seed
 
-    from bertfast.tuning import harvest, seed
-
-    class FakeTuner:  # the one attribute of triton's Autotuner these functions use
-        def __init__(self):
-            self.cache = {}
-
-    won = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4)
-    tuned = {"linear": FakeTuner(), "varlen_attention": FakeTuner()}
-    tuned["linear"].cache[(4096, 2304, 768, True, False, "", "tf32", "torch.float16", "torch.float16")] = won
+    if not ops.interpreter_on():
+        pytest.skip("needs TRITON_INTERPRET=1 (the kernels run on CPU tensors)")
+    tables = config_tables()
+    assert set(tables) == {"linear", "varlen_attention"}
+    x, w = torch.randn(33, 48), torch.randn(40, 48)
+    tables["linear"].clear()
+    with autotuning():
+        out = kernels.linear(x, w)
+    assert torch.allclose(out, x @ w.T, atol=1e-4)
+    known = tables["linear"].known()
+    assert len(known) == 1, "the autotuner's winner is recorded"
     cache = TunedConfigCache("GPU X", "3.6.0", "hash", directory=tmp_path)
-    assert harvest(cache, tuned) == 1
+    assert harvest(cache, {"linear": tables["linear"]}) == 1
     cache.save()
 
-    fresh = {"linear": FakeTuner(), "varlen_attention": FakeTuner()}
+    fresh = {"linear": ConfigTable("linear", gemm._gemm_heuristic)}
     loaded = TunedConfigCache("GPU X", "3.6.0", "hash", directory=tmp_path)
     assert loaded.load() and seed(loaded, fresh) == 1
-    (key, config), = fresh["linear"].cache.items()
-    assert key == (4096, 2304, 768, True, False, "", "tf32", "torch.float16", "torch.float16")
-    assert config.kwargs == won.kwargs and (config.num_warps, config.num_stages) == (4, 4)
-    assert seed(loaded, fresh) == 0, "entries the autotuner already holds are kept"
+    assert fresh["linear"].known() == known
+    (key,) = known
+    assert fresh["linear"].source(key) == "table" and fresh["linear"].lookup(key) == known[key]
+    tables["linear"].clear()
 
 
 def test_tune_command_needs_a_gpu():

@@ -1,0 +1,249 @@
+"""The encoder's math on packed tokens, shared by native bertfast models and patched HF models.
+
+`packed_forward` reads parameters by Hugging Face's module names (`embeddings.word_embeddings`,
+`encoder.layer[i].attention.self.query`, ...), so one function runs a native `bertfast.BertModel`
+and a transformers `BertModel` alike. The data path, T packed tokens throughout:
+
+    embeddings + LayerNorm -> per layer: fused QKV GEMM -> attention over packed sequences ->
+    out-proj + residual + LayerNorm -> FFN1 + activation -> FFN2 + residual + LayerNorm -> pooler
+
+`run_packed` is the one place a call chooses how the forward runs: eagerly, or replayed by the
+runtime (CUDA graphs) that `bertfast.runtime` installs with `install_runtime()`. This module does not
+import the runtime: the model does not know who replays it.
+
+Shapes: B sequences, S padded length, T real tokens, H hidden, I intermediate, N heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .inputs import Packed, prepare_padded
+from .padding import PackInfo, pad
+
+# Private attributes bertfast keeps in a module's __dict__ (never parameters, never saved).
+PATCH_ATTR = "_bertfast"  # hf.py: the patch state of an optimized transformers BertModel
+RUNNER_ATTR = "_bertfast_graphs"  # runtime: the CUDA-graph runner of an encoder
+FUSED_QKV_ATTR = "_bertfast_qkv"  # the fused [3H, H] QKV weight derived from query/key/value
+
+@dataclass(frozen=True)
+class Spec:
+    """What the forward needs to know about a config (from ours or from a HF config)."""
+
+    vocab_size: int
+    type_vocab_size: int
+    max_position_embeddings: int
+    hidden_size: int
+    num_heads: int
+    activation: str
+    eps: float
+    hidden_dropout: float
+    attention_dropout: float
+
+    @classmethod
+    def from_config(cls, config: BertConfig) -> Spec:
+        return cls(
+            vocab_size=config.vocab_size,
+            type_vocab_size=config.type_vocab_size,
+            max_position_embeddings=config.max_position_embeddings,
+            hidden_size=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            activation=config.activation,
+            eps=float(config.layer_norm_eps),
+            hidden_dropout=float(config.hidden_dropout_prob),
+            attention_dropout=float(config.attention_probs_dropout_prob),
+        )
+
+
+def _fused_qkv(attn_self: nn.Module, differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One [3H, H] weight and [3H] bias for the Q, K, V projections.
+
+    The HF parameters keep their names; this is a cache derived from them, rebuilt whenever one of
+    them changes (a new tensor, an in-place update such as an optimizer step, a dtype or device move).
+    Under autograd it is built fresh each call, so gradients flow to the three original parameters.
+    """
+    params = (
+        attn_self.query.weight,
+        attn_self.key.weight,
+        attn_self.value.weight,
+        attn_self.query.bias,
+        attn_self.key.bias,
+        attn_self.value.bias,
+    )
+    if differentiable:
+        return torch.cat(params[:3], 0), torch.cat(params[3:], 0)
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    cached = attn_self.__dict__.get(FUSED_QKV_ATTR)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            w = torch.cat([p.detach() for p in params[:3]], 0).contiguous()  # (3H, H)
+            b = torch.cat([p.detach() for p in params[3:]], 0).contiguous()  # (3H,)
+        cached = (key, w, b)
+        attn_self.__dict__[FUSED_QKV_ATTR] = cached
+    return cached[1], cached[2]
+
+
+def _dropout(x: torch.Tensor, p: float, active: bool) -> torch.Tensor:
+    return F.dropout(x, p, training=True) if active and p > 0 else x
+
+
+def _dense_residual_layernorm(
+    backend: str, x: torch.Tensor, block: nn.Module, residual: torch.Tensor, spec: Spec, dropout: bool
+) -> torch.Tensor:
+    """LayerNorm(dropout(block.dense(x)) + residual): BertSelfOutput and BertOutput.
+
+    Without dropout the residual joins in the GEMM's epilogue; with it, dropout must come between.
+    """
+    if dropout:
+        y = _dropout(ops.linear(backend, x, block.dense.weight, block.dense.bias), spec.hidden_dropout, True)
+        return ops.layernorm(backend, y, block.LayerNorm.weight, block.LayerNorm.bias, spec.eps, residual)
+    y = ops.linear(backend, x, block.dense.weight, block.dense.bias, residual=residual)  # (T, H)
+    return ops.layernorm(backend, y, block.LayerNorm.weight, block.LayerNorm.bias, spec.eps)
+
+
+def layer_forward(
+    layer: nn.Module, h: torch.Tensor, info: PackInfo, spec: Spec, backend: str, training: bool
+) -> torch.Tensor:
+    """One post-LN transformer layer on packed tokens: (T, H) -> (T, H)."""
+    attn = layer.attention
+    w_qkv, b_qkv = _fused_qkv(attn.self, differentiable=backend == "torch" and torch.is_grad_enabled())
+    dropout = training and spec.hidden_dropout > 0
+    qkv = ops.linear(backend, h, w_qkv, b_qkv)  # (T, 3H)
+    ctx = ops.attention(backend, qkv, info, spec.num_heads, spec.attention_dropout if training else 0.0)  # (T, H)
+    h = _dense_residual_layernorm(backend, ctx, attn.output, h, spec, dropout)  # (T, H)
+    i = ops.linear(backend, h, layer.intermediate.dense.weight, layer.intermediate.dense.bias, spec.activation)  # (T, I)
+    return _dense_residual_layernorm(backend, i, layer.output, h, spec, dropout)  # (T, H)
+
+
+def packed_forward(
+    bert: nn.Module,
+    spec: Spec,
+    info: PackInfo,
+    input_ids: torch.Tensor | None,  # (T,)
+    token_type_ids: torch.Tensor,  # (T,)
+    position_ids: torch.Tensor,  # (T,)
+    inputs_embeds: torch.Tensor | None,  # (T, H)
+    backend: str,
+    output_hidden_states: bool,
+    first_token_index: torch.Tensor | None = None,  # (B,) rows the pooler reads; default info's
+) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
+    """The encoder on packed tokens. Returns (hidden (T, H), pooled (B, H) or None, all hidden states)."""
+    training = bert.training
+    emb = bert.embeddings
+    h = ops.embed_layernorm(
+        backend,
+        input_ids,
+        position_ids,
+        token_type_ids,
+        emb.word_embeddings.weight,
+        emb.position_embeddings.weight,
+        emb.token_type_embeddings.weight,
+        emb.LayerNorm.weight,
+        emb.LayerNorm.bias,
+        spec.eps,
+        inputs_embeds=inputs_embeds,
+        padding_idx=emb.word_embeddings.padding_idx,
+    )  # (T, H)
+    h = _dropout(h, spec.hidden_dropout, training)
+    states = [h] if output_hidden_states else None
+    for layer in bert.encoder.layer:
+        h = layer_forward(layer, h, info, spec, backend, training)  # (T, H)
+        if states is not None:
+            states.append(h)
+    pooled = None
+    pooler = getattr(bert, "pooler", None)
+    if pooler is not None:
+        index = info.first_token_index if first_token_index is None else first_token_index
+        first = h.index_select(0, index)  # (B, H): each sequence's [CLS]
+        pooled = ops.linear(backend, first, pooler.dense.weight, pooler.dense.bias, "tanh")  # (B, H)
+    return h, pooled, states
+
+
+def needs_autograd(module: nn.Module, *tensors: torch.Tensor | None) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    if any(t is not None and t.requires_grad for t in tensors):
+        return True
+    return any(p.requires_grad for p in module.parameters())
+
+
+def choose_backend(module: nn.Module, requested: str, param: torch.Tensor, *tensors: torch.Tensor | None) -> str:
+    """The backend this call runs: the kernels are inference-only, so training or grads mean torch."""
+    grads = needs_autograd(module, *tensors)
+    dropping = module.training and any(
+        isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules()
+    )
+    return ops.resolve_backend(requested, param.device, param.dtype, grads or dropping)
+
+
+class Runtime(Protocol):
+    """What replays the forward (bertfast.runtime installs one; None runs everything eagerly)."""
+
+    def prepare(self, device: torch.device) -> None:
+        """Called before Triton kernels run on `device` (loads tuned / committed configs once)."""
+
+    def runner(self, bert: nn.Module, spec: Spec, device: torch.device) -> Any:
+        """The module's graph runner: called as runner(ids, types, positions, cu_host) it returns
+        (hidden (T, H), pooled (B, H) or None), or None when it cannot serve the batch."""
+
+
+_RUNTIME: list[Runtime | None] = [None]
+
+
+def install_runtime(runtime: Runtime | None) -> None:
+    """Set the runtime every encoder call consults (bertfast.runtime does this when imported)."""
+    _RUNTIME[0] = runtime
+
+
+def run_packed(
+    bert: nn.Module,
+    spec: Spec,
+    packed: Packed,
+    backend: str,
+    output_hidden_states: bool,
+    cuda_graphs: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
+    """packed_forward, replayed by the runtime when the call allows it (Triton path, inference, token
+    ids, last layer only); eagerly otherwise."""
+    runtime = _RUNTIME[0]
+    info = packed.info
+    if backend == "triton" and runtime is not None:
+        device = packed.types.device
+        runtime.prepare(device)
+        if cuda_graphs and packed.embeds is None and not output_hidden_states and not bert.training:
+            runner = runtime.runner(bert, spec, device)
+            if runner is not None:
+                cu_host = info.cu_host if info.cu_host is not None else info.cu_seqlens.tolist()
+                out = runner(packed.ids, packed.types, packed.positions, cu_host)
+                if out is not None:
+                    return out[0], out[1], None
+    return packed_forward(
+        bert, spec, info, packed.ids, packed.types, packed.positions, packed.embeds, backend, output_hidden_states
+    )
+
+
+def hf_style_forward(
+    bert: nn.Module,
+    spec: Spec,
+    backend: str,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    output_hidden_states: bool = False,
+    cuda_graphs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
+    """Padded in, padded out: (last hidden (B, S, H) with zeros at padding, pooled (B, H), hidden states)."""
+    param = bert.embeddings.word_embeddings.weight
+    packed = prepare_padded(spec, param, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+    run = choose_backend(bert, backend, param, packed.embeds)
+    h, pooled, states = run_packed(bert, spec, packed, run, output_hidden_states, cuda_graphs)
+    hidden = tuple(pad(s, packed.info) for s in states) if states is not None else None  # each (B, S, H)
+    return pad(h, packed.info), pooled, hidden

@@ -1,0 +1,190 @@
+"""The runtime: what replays a bertfast encoder, and the tuned configs its kernels start from.
+
+This module sits above the model: `bertfast.encoder.run_packed` consults the `Runtime` installed
+here (at import of `bertfast`) through `encoder.install_runtime`, and never imports it. The runtime
+gives each encoder module one `CudaGraphEncoder` (created on its first CUDA inference call, kept in
+the module's `__dict__`), and loads the committed and user-tuned kernel configs once per device
+before the first Triton launch there.
+
+Public helpers: `graph_stats(model)` (per encoder: buckets, calls, replays, hits, misses, evictions,
+fallbacks, replay rate, memory), `warmup(model, shapes)` (capture the buckets a server needs before
+it takes traffic), `set_graph_options(model, memory_budget_mb=..., max_tokens=...)`, and `tune()`
+(what `bertfast tune` runs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import encoder
+from .encoder import PATCH_ATTR, RUNNER_ATTR, Spec
+from .graphs import CudaGraphEncoder, power_of_two_buckets
+from .modeling import BertModel
+from .tuning import device_cache, harvest, seed_device
+
+# Options for the runners of one encoder module, kept beside it (set_graph_options / optimize).
+OPTIONS_ATTR = "_bertfast_graph_options"
+_CREATE_LOCK = threading.Lock()
+
+
+def graph_runner(bert: nn.Module, spec: Spec, device: torch.device) -> CudaGraphEncoder | None:
+    """The module's CUDA-graph runner, created on first use on a CUDA device (None elsewhere)."""
+    runner = bert.__dict__.get(RUNNER_ATTR)
+    if runner is None and device.type == "cuda":
+        with _CREATE_LOCK:  # two threads' first calls must not make two runners
+            runner = bert.__dict__.get(RUNNER_ATTR)
+            if runner is None:
+                runner = CudaGraphEncoder(bert, spec, **bert.__dict__.get(OPTIONS_ATTR, {}))
+                bert.__dict__[RUNNER_ATTR] = runner
+    return runner
+
+
+class _Runtime:
+    def prepare(self, device: torch.device) -> None:
+        if device.type == "cuda":
+            seed_device(device)
+
+    def runner(self, bert: nn.Module, spec: Spec, device: torch.device) -> Any:
+        return graph_runner(bert, spec, device)
+
+
+encoder.install_runtime(_Runtime())
+
+
+def _encoders(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every module that runs bertfast's encoder: native BertModels and patched transformers ones."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BertModel) or PATCH_ATTR in m.__dict__]
+
+
+def set_graph_options(
+    model: nn.Module, *, memory_budget_mb: float | None = None, max_tokens: int = 8192, max_seqs: int = 512
+) -> nn.Module:
+    """CUDA-graph limits for every encoder in `model`: the largest bucket (`max_tokens`, `max_seqs`;
+    larger batches replay in parts) and the memory the graphs may keep (least recently used buckets
+    are evicted past it). Drops graphs captured under other options."""
+    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
+        raise ValueError(f"memory_budget_mb must be a positive number or None, got {memory_budget_mb!r}")
+    for name, value in (("max_tokens", max_tokens), ("max_seqs", max_seqs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for _, m in _encoders(model):
+        m.__dict__[OPTIONS_ATTR] = {"memory_budget_mb": memory_budget_mb, "max_tokens": max_tokens,
+                                    "max_seqs": max_seqs}  # fmt: skip
+        m.__dict__.pop(RUNNER_ATTR, None)
+    return model
+
+
+def graph_stats(model: nn.Module) -> dict[str, dict]:
+    """For each encoder in `model` that holds a graph runner: live buckets (with capture seconds),
+    calls, replays, hits, misses, evictions, eager fallbacks, replay rate, and memory (MB, >= 0)."""
+    out = {}
+    for name, m in model.named_modules():
+        runner = m.__dict__.get(RUNNER_ATTR)
+        if runner is not None:
+            out[name or "."] = runner.stats.as_dict()
+    return out
+
+
+def warmup(model: nn.Module, shapes: Iterable[tuple[int, int]], *, device: str | torch.device | None = None) -> dict:
+    """Run every encoder in `model` once per (batch, seq_len) in `shapes`, so that the CUDA graphs (and
+    compiled kernels) those batch shapes need exist before traffic arrives. Returns graph_stats(model).
+
+    Random token ids are used (the graphs do not depend on values). A no-op on the CPU apart from
+    running the forwards.
+    """
+    shapes = [tuple(s) for s in shapes]
+    for s in shapes:
+        if len(s) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in s):
+            raise ValueError(f"shapes must be (batch, seq_len) pairs of positive ints, got {s!r}")
+    encoders = _encoders(model)
+    if not encoders:
+        raise TypeError(f"warmup() found no bertfast-optimized BERT encoder in {type(model).__name__}")
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for _, m in encoders:
+            param = m.embeddings.word_embeddings.weight
+            dev = torch.device(device) if device is not None else param.device
+            vocab, max_len = m.embeddings.word_embeddings.num_embeddings, m.embeddings.position_embeddings.num_embeddings
+            for batch, seq in shapes:
+                if seq > max_len:
+                    raise ValueError(f"shapes: seq_len {seq} exceeds max_position_embeddings ({max_len})")
+                ids = torch.randint(1, vocab, (batch, seq), generator=g).to(dev)
+                m(input_ids=ids, attention_mask=torch.ones_like(ids))
+    return graph_stats(model)
+
+
+# --------------------------------------------------------------------------- bertfast tune
+def _time_ms(fn, reps: int = 30) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    samples = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return statistics.median(samples)
+
+
+def tune(model, *, max_tokens: int = 4096, seq_len: int = 128, device: str = "cuda", progress: bool = False
+         ) -> list[dict[str, Any]]:  # fmt: skip
+    """Autotune every token bucket up to `max_tokens` for a native bertfast model on CUDA with Triton's
+    autotuner, write the tuned-config file, and return one row per bucket (tokens, replay ms)."""
+    from .kernels._configs import autotuning
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("bertfast tune needs a CUDA device: it autotunes on the GPU")
+    model = model.to(device).eval().set_backend("auto").set_cuda_graphs(True)
+    dev = torch.device(device)
+    seed_device(dev)
+    sizes = power_of_two_buckets(max_tokens)
+    bar = _progress(len(sizes), "tune", progress)
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for tokens in sizes:
+        n = min(seq_len, tokens, model.config.max_position_embeddings)
+        lengths = [n] * max(1, tokens // n)
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=dev)
+        ids = torch.randint(1, model.config.vocab_size, (int(cu[-1]),), generator=g).to(dev)
+        with torch.inference_mode():
+            with autotuning():  # launchers run Triton's autotuner and record the winners
+                model.set_cuda_graphs(False)
+                model.forward_packed(ids, cu)
+                model.set_cuda_graphs(True)
+            model.forward_packed(ids, cu)  # captures this bucket with the tuned configs
+            ms = _time_ms(lambda: model.forward_packed(ids, cu))
+        rows.append({"tokens": tokens, "sequences": len(lengths), "ms": round(ms, 4),
+                     "us_per_token": round(1000 * ms / ids.numel(), 3)})  # fmt: skip
+        bar.update(1)
+    bar.close()
+    cache = device_cache(dev)
+    cache.load()
+    harvest(cache)
+    stats = graph_runner(model, model.spec, dev).stats.as_dict()
+    rows.append({"cache": str(cache.save()), "graph_memory_mb": round(stats["memory_mb"], 1)})
+    return rows
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="bucket")
