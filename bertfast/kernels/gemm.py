@@ -9,7 +9,10 @@ and x tiles a group needs stay in L2. Out-of-range rows / columns of x and weigh
 of BLOCK_K; the store is masked. fp32 operands use IEEE fp32 dot products by default (accurate to
 fp32, as the whole-model fp32 check needs); tf32 only when the caller asks (input_precision="tf32").
 
-The launcher only computes: choosing cuBLAS or this kernel per shape is the caller's business.
+Launch configs come from GEMM_CONFIGS (a ConfigTable: the per-GPU table or `bertfast tune`'s winners,
+else a deterministic heuristic), resolved once per shape key: a user's first call never autotunes.
+The launcher only computes: choosing cuBLAS, split-K, the Hopper kernel or this one per shape is
+gemm_dispatch.py's business.
 """
 
 from __future__ import annotations
@@ -20,40 +23,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import activations as _act
 from . import _utils
+from ._configs import Config, ConfigTable, autotune_requested, from_triton, split_launch
+from .epilogue import _apply_activation, _sigmoid  # noqa: F401  (the fused epilogue's math)
 
-ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_fast", "quick_gelu", "relu", "silu", "tanh")
-# Names that are the same function as another: "gelu_fast" (HF's 0.5x(1+tanh(0.79788x(1+0.044715x^2))))
-# is the tanh approximation written differently.
-_SAME_AS = {"gelu_fast": "gelu_tanh"}
-
-
-@triton.jit
-def _sigmoid(x):
-    # 1 / (1 + e^-x): exp2 overflows to inf for very negative x, giving exactly 0 (never NaN).
-    return 1.0 / (1.0 + tl.math.exp2(-1.4426950408889634 * x))
-
-
-@triton.jit
-def _apply_activation(x, ACTIVATION: tl.constexpr):
-    """Activation on an fp32 tile; ACTIVATION is a constexpr name ("" for none)."""
-    if ACTIVATION == "gelu":
-        # exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))
-        x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
-    elif ACTIVATION == "gelu_tanh":
-        # 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
-        u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
-        x = x * _sigmoid(2.0 * u)
-    elif ACTIVATION == "quick_gelu":
-        x = x * _sigmoid(1.702 * x)
-    elif ACTIVATION == "relu":
-        x = tl.maximum(x, 0.0)
-    elif ACTIVATION == "silu":
-        x = x * _sigmoid(x)
-    elif ACTIVATION == "tanh":
-        # tanh(x) = 2 sigmoid(2x) - 1; saturates cleanly to +-1
-        x = 2.0 * _sigmoid(2.0 * x) - 1.0
-    return x
+# The canonical activation names (bertfast.activations is the one table); names that are the same
+# curve as another run that one's kernel branch ("gelu_fast" -> "gelu_tanh").
+ACTIVATIONS = _act.NAMES
+_SAME_AS = {name: a.kernel for name, a in _act.ACTIVATIONS.items() if a.kernel != name}
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -175,24 +153,110 @@ _linear_fwd_tuned = triton.autotune(
 )(triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(_linear_fwd_kernel))
 
 
-def linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    activation: Optional[str] = None,
-    residual: Optional[torch.Tensor] = None,
-    *,
-    out: Optional[torch.Tensor] = None,
-    input_precision: Optional[str] = None,
-    config: Optional[dict] = None,
-) -> torch.Tensor:
-    """out [T, N] = activation(x [T, K] @ weight [N, K]^T + bias [N]) + residual [T, N].
+# --------------------------------------------------------------------------------------------------
+# Launch configs without autotuning: GEMM_CONFIGS answers per shape key from known winners (the
+# committed per-GPU table, `bertfast tune`), else from `_gemm_heuristic`.
+# Key: (M bucket, N, K, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, INPUT_PRECISION, dtype name).
+# --------------------------------------------------------------------------------------------------
 
-    All operands share one dtype (fp16 / bf16 / fp32), the output's; accumulation is fp32.
-    x, weight and residual may be strided; `out` ([T, N], unit column stride) is written when given.
-    input_precision: None -> "ieee" for fp32 operands; "tf32" / "tf32x3" trade fp32 accuracy for speed.
-    config: {"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages"} skips autotuning.
+NUM_SMS_HOPPER = 132  # H100 SXM / H200: what the heuristics size grids for (tables override)
+
+_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return _DTYPE_NAMES[dtype]
+
+
+def _interpreted() -> bool:
+    return _utils.is_interpreted(_linear_fwd_kernel)
+
+
+def fit_smem(config: Config, elem_bytes: int) -> Config:
+    """Lower num_stages (to 2), then BLOCK_K (to 32), until the pipelined tiles fit SMEM_LIMIT."""
+    c = dict(config)
+
+    def smem():
+        return _utils.smem_bytes(c["num_stages"], elem_bytes, c["BLOCK_M"] * c["BLOCK_K"], c["BLOCK_K"] * c["BLOCK_N"])
+
+    while smem() > _utils.SMEM_LIMIT and c["num_stages"] > 2:
+        c["num_stages"] -= 1
+    while smem() > _utils.SMEM_LIMIT and c["BLOCK_K"] > 32:
+        c["BLOCK_K"] //= 2
+    return c
+
+
+def _gemm_heuristic(key: tuple, args: dict) -> Config:
+    """Deterministic tiles from the key alone (no benchmarking).
+
+    - interpreter: the one small interpreter config;
+    - fp32 with IEEE dots (FMA units, no tensor cores): 32/64 x 64 x 32 tiles;
+    - fp16 / bf16 / tf32: a handful of rows (M <= 32) -> 32 x 64 x 128 (a weight-streaming tile);
+      M <= 256 -> 64 x 128; larger -> 128 x 128, or 128 x 256 when that still gives >= 2 waves of
+      programs on 132 SMs;
+    - never a tile much wider than N or deeper than K; then shrink stages / BLOCK_K to fit SMEM_LIMIT.
     """
+    m_bucket, n, k, _bias, _res, _act_name, precision, dtype = key
+    if _interpreted():
+        return from_triton(GEMM_INTERPRETER_CONFIG)
+    elem = 4 if dtype == "float32" else 2
+    if dtype == "float32" and precision == "ieee":
+        bm, bn, bk, warps, stages = (32 if m_bucket <= 32 else 64), 64, 32, 4, 3
+    elif m_bucket <= 32:
+        bm, bn, bk, warps, stages = 32, 64, 128, 4, 4
+    elif m_bucket <= 256:
+        bm, bn, bk, warps, stages = 64, 128, 64, 4, 4
+    else:
+        wide_tiles = triton.cdiv(m_bucket, 128) * triton.cdiv(n, 256)
+        if wide_tiles >= 2 * NUM_SMS_HOPPER:
+            bm, bn, bk, warps, stages = 128, 256, 64, 8, 3
+        else:
+            bm, bn, bk, warps, stages = 128, 128, 64, 8, 4
+    bn = min(bn, max(32, triton.next_power_of_2(n)))
+    bk = min(bk, max(32, triton.next_power_of_2(k)))
+    config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": warps, "num_stages": stages}
+    return fit_smem(config, elem)
+
+
+GEMM_CONFIGS = ConfigTable("linear", _gemm_heuristic)
+
+# key -> (the table's config object, launch kwargs incl. EVEN_K, BLOCK_M, BLOCK_N): rebuilt only when
+# the table hands out a different config object (after a put()).
+_PREPARED: dict[tuple, tuple] = {}
+
+
+def _prepared(key: tuple, K: int) -> tuple:
+    cfg = GEMM_CONFIGS.lookup(key)
+    prepared = _PREPARED.get(key)
+    if prepared is None or prepared[0] is not cfg:
+        prepared = (cfg, *_launch_kwargs(cfg, K))
+        _PREPARED[key] = prepared
+    return prepared
+
+
+def _launch_kwargs(config: Config, K: int) -> tuple[dict, int, int]:
+    """(kernel kwargs, BLOCK_M, BLOCK_N) of a config dict; validates it names the block sizes."""
+    meta, launch = split_launch(config)
+    missing = {"BLOCK_M", "BLOCK_N", "BLOCK_K"} - set(meta)
+    if missing:
+        raise ValueError(f"config is missing {sorted(missing)}")
+    meta.setdefault("GROUP_M", 8)
+    meta["EVEN_K"] = K % meta["BLOCK_K"] == 0
+    return {**meta, **launch}, meta["BLOCK_M"], meta["BLOCK_N"]
+
+
+def shape_key(T: int, N: int, K: int, has_bias: bool, has_residual: bool, kernel_activation: str,
+              input_precision: str, dtype: torch.dtype) -> tuple:  # fmt: skip
+    """GEMM_CONFIGS's key (JSON-friendly: ints, bools, strings)."""
+    return (_utils.bucket(T), N, K, has_bias, has_residual, kernel_activation, input_precision, _DTYPE_NAMES[dtype])
+
+
+# --------------------------------------------------------------------------------------------------
+# Launcher
+# --------------------------------------------------------------------------------------------------
+
+def check_linear_args(x, weight, bias, activation, residual, out, input_precision, kernel):
+    """The checks every GEMM launcher makes; returns (out, input_precision) with out allocated."""
     _utils.check_tensor("x", x, ndim=2)
     _utils.check_tensor("weight", weight, ndim=2)
     T, K = x.shape
@@ -206,24 +270,59 @@ def linear(
         _utils.check_tensor("residual", residual, ndim=2)
         _utils.check_shape("residual", residual, (T, N))
     _utils.check_same_dtype("x", x, weight=weight, bias=bias, residual=residual)
-    if activation is not None and activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got {activation!r}")
+    _act.check_name(activation)
     if input_precision is None:
         input_precision = "ieee" if x.dtype == torch.float32 else "tf32"
     elif input_precision not in ("ieee", "tf32", "tf32x3"):
         raise ValueError(f"input_precision must be None, 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
-    kernel = _linear_fwd_kernel if config is not None else _linear_fwd_tuned
     device = _utils.check_devices(kernel, x=x, weight=weight, bias=bias, residual=residual)
     if N == 0:
         raise ValueError("weight must have at least one row (N >= 1)")
     out = _utils.check_out(out, (T, N), x.dtype, device, x=x, weight=weight, bias=bias, residual=residual)
-    if T == 0:
-        return out
-    if K == 0:
+    if K == 0 and T > 0:
         raise ValueError("x must have a non-empty last dim (K >= 1)")
+    return out, input_precision
 
-    if bias is not None:
-        bias = bias.contiguous()
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Optional[str] = None,
+    residual: Optional[torch.Tensor] = None,
+    *,
+    out: Optional[torch.Tensor] = None,
+    input_precision: Optional[str] = None,
+    config: Optional[dict] = None,
+    autotune: bool = False,
+) -> torch.Tensor:
+    """out [T, N] = activation(x [T, K] @ weight [N, K]^T + bias [N]) + residual [T, N].
+
+    All operands share one dtype (fp16 / bf16 / fp32), the output's; accumulation is fp32.
+    x, weight and residual may be strided; `out` ([T, N], unit column stride) is written when given.
+    input_precision: None -> "ieee" for fp32 operands; "tf32" / "tf32x3" trade fp32 accuracy for speed.
+
+    Launch config: `config` when given ({"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps",
+    "num_stages"}), else GEMM_CONFIGS's answer for the shape key (no autotuning, memoised per key).
+    autotune=True (or inside `_configs.autotuning()`): Triton's autotuner picks, and its winner is
+    recorded in GEMM_CONFIGS (what `bertfast tune` does).
+    """
+    out, input_precision = check_linear_args(x, weight, bias, activation, residual, out, input_precision,
+                                             _linear_fwd_kernel)  # fmt: skip
+    if x.shape[0] == 0:
+        return out
+    launch_linear(x, weight, bias, _act.kernel_name(activation), residual, out, input_precision,
+                  config=config, autotune=autotune)  # fmt: skip
+    return out
+
+
+def launch_linear(x, weight, bias, kernel_activation: str, residual, out, input_precision: str, *,
+                  config: Optional[dict] = None, autotune: bool = False) -> None:  # fmt: skip
+    """The launch alone, for callers that checked the inputs already (check_linear_args); T >= 1."""
+    T, K = x.shape
+    N = weight.shape[0]
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()  # the kernel reads bias with unit stride
     res = residual if residual is not None else out  # dummy pointer when unused
     args = (
         x, weight, bias if bias is not None else out, res, out,
@@ -237,24 +336,25 @@ def linear(
     flags = dict(
         HAS_BIAS=bias is not None,
         HAS_RESIDUAL=residual is not None,
-        ACTIVATION=_SAME_AS.get(activation, activation) if activation else "",
+        ACTIVATION=kernel_activation,
         INPUT_PRECISION=input_precision,
     )
+    if config is None and (autotune or autotune_requested()):
+        def grid(meta):
+            return (triton.cdiv(T, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-    def grid(meta):
-        return (triton.cdiv(T, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
-
-    if config is None:
         _linear_fwd_tuned[grid](*args, **flags)
+        key = shape_key(T, N, K, bias is not None, residual is not None, kernel_activation, input_precision, x.dtype)
+        GEMM_CONFIGS.put(key, from_triton(_linear_fwd_tuned.best_config))
+        return
+    if config is None:
+        key = (_utils.bucket(T), N, K, bias is not None, residual is not None, kernel_activation, input_precision,
+               _DTYPE_NAMES[x.dtype])  # fmt: skip  (shape_key inlined: the hot path)
+        _, kwargs, block_m, block_n = _prepared(key, K)
     else:
-        cfg = dict(config)
-        launch = dict(num_warps=cfg.pop("num_warps", 4), num_stages=cfg.pop("num_stages", 3))
-        missing = {"BLOCK_M", "BLOCK_N", "BLOCK_K"} - set(cfg)
-        if missing:
-            raise ValueError(f"config is missing {sorted(missing)}")
-        cfg.setdefault("GROUP_M", 8)
-        _linear_fwd_kernel[grid](*args, **flags, EVEN_K=K % cfg["BLOCK_K"] == 0, **cfg, **launch)
-    return out
+        kwargs, block_m, block_n = _launch_kwargs(config, K)
+    grid = (triton.cdiv(T, block_m) * triton.cdiv(N, block_n),)
+    _linear_fwd_kernel[grid](*args, **flags, **kwargs)
 
 
 def activation_ref(x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
@@ -273,7 +373,8 @@ def activation_ref(x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
         return x * torch.sigmoid(x)
     if activation == "tanh":
         return torch.tanh(x)
-    raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got {activation!r}")
+    _act.check_name(activation)
+    raise AssertionError(f"activation_ref has no formula for {activation!r}")  # a name added to the table only
 
 
 def linear_ref(
