@@ -205,3 +205,8 @@ def layernorm_launch_params(h: int, elem_bytes: int):
     elems = block_t * block_h
     num_warps = 8 if elems >= 8192 or block_h >= 4096 else 4 if elems >= 1024 else 2
     return block_h, block_t, num_warps
+
+
+def gpu_slug(device_name: str) -> str:
+    """A file-name form of a GPU's name: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    return "".join(c if c.isalnum() else "-" for c in device_name).strip("-").lower()

@@ -1,0 +1,214 @@
+"""A Hopper linear: tensor-descriptor (TMA) loads, a persistent tile loop, the same fused epilogue.
+
+    x [M, K] @ weight [N, K]^T (fp16 / bf16) -> fp32 accumulator [BLOCK_M, BLOCK_N]
+        -> + bias [N] -> activation -> + residual [M, N] -> out [M, N] (x's dtype)
+
+- Operand tiles come through tensor descriptors (`tl.make_tensor_descriptor`): on sm_90 the bulk
+  tensor copy engine fetches each [BLOCK_M, BLOCK_K] / [BLOCK_N, BLOCK_K] box into shared memory,
+  zero-filling what lies past M, N or K, so the K loop carries no masks and no index arithmetic.
+- Persistent: the grid is min(number of SMs, number of tiles); program p walks tiles p, p + grid, ...
+  in grouped order (GROUP_M row-tiles share a column sweep, for L2 reuse of the weight).
+- The epilogue (bias, activation from epilogue.py, residual, one masked store) is gemm.py's.
+
+Descriptors need, on the GPU: unit stride along K, 16-byte aligned base pointers and row strides
+(`tma_incompatibility` says which operand breaks that), and global scratch for the descriptors that
+the kernel builds on the device, which Triton asks of the allocator given to `triton.set_allocator`
+(installed here on first use, a torch allocation, unless the caller set one). fp16 / bf16 only:
+fp32 operands are not offered (IEEE fp32 dots would not use the tensor cores this kernel is for).
+The Triton 3.6 interpreter runs tensor descriptors, so the CPU tests check values.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import activations as _act
+from . import _utils
+from ._configs import Config, ConfigTable, split_launch
+from .epilogue import _apply_activation
+from .gemm import check_linear_args, dtype_name, fit_smem
+from .gemm_splitk import num_sms
+
+
+@triton.jit(do_not_specialize=["M"])
+def _linear_tma_kernel(
+    x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr,
+    M, N, K,
+    stride_xm, stride_wn,
+    stride_rm, stride_rn,
+    stride_om,
+    NUM_PROGRAMS,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[stride_xm, 1], block_shape=[BLOCK_M, BLOCK_K])
+    w_desc = tl.make_tensor_descriptor(w_ptr, shape=[N, K], strides=[stride_wn, 1], block_shape=[BLOCK_N, BLOCK_K])
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    tiles_per_group = GROUP_M * tiles_n
+
+    for tile in range(tl.program_id(0), tiles_m * tiles_n, NUM_PROGRAMS):
+        # Grouped order: GROUP_M row-tiles walk down a column before moving right.
+        group = tile // tiles_per_group
+        first_m = group * GROUP_M
+        rows_in_group = min(tiles_m - first_m, GROUP_M)
+        local = tile % tiles_per_group
+        off_m = (first_m + local % rows_in_group) * BLOCK_M
+        off_n = (local // rows_in_group) * BLOCK_N
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kk in range(0, k_tiles):
+            a = x_desc.load([off_m, kk * BLOCK_K])  # [BLOCK_M, BLOCK_K], zero past M / K
+            b = w_desc.load([off_n, kk * BLOCK_K])  # [BLOCK_N, BLOCK_K], zero past N / K
+            acc = tl.dot(a, b.T, acc)
+
+        # Epilogue in fp32: bias, activation, residual, one store in the output dtype.
+        offs_m = off_m + tl.arange(0, BLOCK_M)  # [BLOCK_M]
+        offs_n = off_n + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+        n_ok = offs_n < N
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+            acc += bias[None, :]
+        acc = _apply_activation(acc, ACTIVATION)
+        rows = offs_m.to(tl.int64)
+        mask = (offs_m < M)[:, None] & n_ok[None, :]
+        if HAS_RESIDUAL:
+            res = tl.load(res_ptr + rows[:, None] * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
+            acc += res.to(tl.float32)
+        tl.store(out_ptr + rows[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------------------
+# Configs. Key: (M bucket, N, K, dtype name, SM count). A config: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+# num_warps, num_stages.
+# --------------------------------------------------------------------------------------------------
+
+TMA_INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1}
+
+
+def _tma_heuristic(key: tuple, args: dict) -> Config:
+    """64-row tiles up to M = 256 (one warpgroup), 128 x 128 beyond, 128 x 256 when that still gives
+    two tiles per SM; BLOCK_K 64 (128 B of fp16 per row: full TMA boxes); stages to fit SMEM_LIMIT."""
+    m_bucket, n, k, dtype, sms = key
+    if _utils.is_interpreted(_linear_tma_kernel):
+        return dict(TMA_INTERPRETER_CONFIG)
+    if m_bucket <= 256:
+        bm, bn, warps, stages = 64, 128, 4, 4
+    elif triton.cdiv(m_bucket, 128) * triton.cdiv(n, 256) >= 2 * sms:
+        bm, bn, warps, stages = 128, 256, 8, 3
+    else:
+        bm, bn, warps, stages = 128, 128, 8, 4
+    bn = min(bn, max(64, triton.next_power_of_2(n)))
+    config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": warps, "num_stages": stages}
+    return fit_smem(config, 2)
+
+
+TMA_CONFIGS = ConfigTable("linear_tma", _tma_heuristic)
+
+TMA_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def tma_incompatibility(x: torch.Tensor, weight: torch.Tensor) -> Optional[str]:
+    """Why tensor descriptors cannot read these operands (None when they can): dtype, unit stride
+    along K, 16-byte aligned base pointers and row strides."""
+    if x.dtype not in TMA_DTYPES:
+        return f"x has dtype {x.dtype}: linear_tma takes float16 / bfloat16 only (fp32 is not offered)"
+    for name, t in (("x", x), ("weight", weight)):
+        if t.shape[1] > 1 and t.stride(1) != 1:
+            return f"{name} must have unit stride along K for tensor descriptors, got strides {t.stride()}"
+        if t.data_ptr() % 16:
+            return f"{name}'s data pointer must be 16-byte aligned for tensor descriptors"
+        if (t.stride(0) * t.element_size()) % 16:
+            return f"{name}'s row stride ({t.stride(0)} elements) must be a multiple of 16 bytes for tensor descriptors"
+    return None
+
+
+def _torch_allocator(size: int, alignment: int, stream: Optional[int]) -> torch.Tensor:
+    # Scratch for descriptors built on the device (128 B per program); torch's allocator aligns to 512 B.
+    return torch.empty(size, dtype=torch.int8, device=torch.device("cuda", torch.cuda.current_device()))
+
+
+def _ensure_allocator() -> None:
+    """Install the torch allocator for Triton's on-device scratch, unless this context has one already.
+    (Triton keeps it in a ContextVar: a new thread starts without one, so this runs per launch.)"""
+    try:
+        from triton.runtime._allocation import NullAllocator, _allocator
+    except ImportError:  # pragma: no cover - another triton layout: install ours unconditionally
+        triton.set_allocator(_torch_allocator)
+        return
+    if isinstance(_allocator.get(), NullAllocator):
+        triton.set_allocator(_torch_allocator)
+
+
+# --------------------------------------------------------------------------------------------------
+# Launcher
+# --------------------------------------------------------------------------------------------------
+
+def linear_tma(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Optional[str] = None,
+    residual: Optional[torch.Tensor] = None,
+    *,
+    out: Optional[torch.Tensor] = None,
+    config: Optional[dict] = None,
+) -> torch.Tensor:
+    """out [M, N] = activation(x [M, K] @ weight [N, K]^T + bias [N]) + residual [M, N] on Hopper.
+
+    fp16 / bf16 operands; x and weight with unit stride along K and 16-byte aligned rows (see
+    tma_incompatibility); residual any strides; out (x's dtype, unit column stride) written when given.
+    config: {"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages"}, else TMA_CONFIGS.
+    """
+    out, _ = check_linear_args(x, weight, bias, activation, residual, out, None, _linear_tma_kernel)
+    reason = tma_incompatibility(x, weight)
+    if reason is not None:
+        raise (TypeError if x.dtype not in TMA_DTYPES else ValueError)(reason)
+    if x.shape[0] == 0:
+        return out
+    launch_linear_tma(x, weight, bias, _act.kernel_name(activation), residual, out, config=config)
+    return out
+
+
+def launch_linear_tma(x, weight, bias, kernel_activation: str, residual, out, *, config: Optional[dict] = None
+                      ) -> None:  # fmt: skip
+    """The launch alone, for callers that checked the inputs (check_linear_args, tma_incompatibility); M >= 1."""
+    M, K = x.shape
+    N = weight.shape[0]
+    sms = num_sms(x.device)
+    if config is None:
+        config = TMA_CONFIGS.lookup((_utils.bucket(M), N, K, dtype_name(x.dtype), sms))
+    meta, launch = split_launch(config)
+    missing = {"BLOCK_M", "BLOCK_N", "BLOCK_K"} - set(meta)
+    if missing:
+        raise ValueError(f"config is missing {sorted(missing)}")
+    meta.setdefault("GROUP_M", 8)
+    if x.device.type == "cuda":
+        _ensure_allocator()
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()  # the epilogue reads bias with unit stride
+    res = residual if residual is not None else out  # dummy pointer when unused
+    tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
+    programs = min(sms, tiles)
+    _linear_tma_kernel[(programs,)](
+        x, weight, bias if bias is not None else out, res, out,
+        M, N, K,
+        x.stride(0), weight.stride(0),
+        res.stride(0), res.stride(1),
+        out.stride(0),
+        programs,
+        HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=residual is not None,
+        ACTIVATION=kernel_activation,
+        **meta, **launch,
+    )
