@@ -33,6 +33,10 @@ int choose_threads(size_t items, size_t units, int requested) {
     return std::max(t, 1);
 }
 
+namespace {
+
+// (keep1, keep2) for sequences of n1 and n2 tokens (n2 < 0: no pair), as tokenizers truncates them.
+// Returns false when the strategy cannot reach the length (only_first / only_second).
 bool truncate_lengths(int64_t n1, int64_t n2, const PostOptions& opt, int64_t* keep1, int64_t* keep2,
                       std::string* error) {
     const bool pair = n2 >= 0;
@@ -87,92 +91,86 @@ bool truncate_lengths(int64_t n1, int64_t n2, const PostOptions& opt, int64_t* k
     return true;
 }
 
-namespace {
+}  // namespace
 
-struct TokenizeJob {
+// Shared by the workers of one tokenize() call; each worker w writes only workers_[w].
+struct BatchEncoder::TokenizeJob {
     const WordPieceModel* model;
     const std::vector<TextRef>* items;
-    std::vector<TokenBuffer>* arenas;
-    void* locs;  // BatchEncoder::Loc* (a private type)
-    std::atomic<size_t> next{0};
+    BatchEncoder* enc;
+    std::atomic<size_t> next{0};      // the first item no worker has taken yet
     std::atomic<bool> failed{false};  // a worker ran out of memory (nothing may escape a std::thread)
-    std::vector<int64_t> bad_item;    // per worker: its first text with a lone surrogate, or -1
-    std::vector<int64_t> bad_index;   // ... and the surrogate's index in it
 };
 
-}  // namespace
+void BatchEncoder::tokenize_worker(void* ctx, int w) {
+    auto& job = *static_cast<TokenizeJob*>(ctx);
+    Worker& me = job.enc->workers_[w];
+    Loc* locs = job.enc->locs_.data();
+    TokenBuffer& out = me.tokens;
+    try {
+        constexpr size_t kChunk = 16;
+        const size_t n = job.items->size();
+        for (;;) {
+            const size_t start = job.next.fetch_add(kChunk, std::memory_order_relaxed);
+            if (start >= n) break;
+            const size_t stop = std::min(n, start + kChunk);
+            for (size_t i = start; i < stop; ++i) {
+                const TextRef& t = (*job.items)[i];
+                const size_t begin = out.size();
+                bool ok;
+                if (t.kind == 1)
+                    ok = job.model->encode(static_cast<const uint8_t*>(t.data), t.length, me.ws, out);
+                else if (t.kind == 2)
+                    ok = job.model->encode(static_cast<const uint16_t*>(t.data), t.length, me.ws, out);
+                else
+                    ok = job.model->encode(static_cast<const uint32_t*>(t.data), t.length, me.ws, out);
+                if (!ok) {
+                    if (me.bad_item < 0) {
+                        me.bad_item = static_cast<int64_t>(i);
+                        me.bad_index = me.ws.bad_index;
+                    }
+                    out.truncate(begin);
+                }
+                locs[i] = Loc{w, static_cast<int32_t>(out.size() - begin), begin};
+            }
+        }
+    } catch (...) {
+        job.failed = true;
+        job.next = job.items->size();  // the other workers stop at their next chunk
+    }
+}
 
 bool BatchEncoder::tokenize(const WordPieceModel& model, const std::vector<TextRef>& items, int threads) {
     threads = std::max(threads, 1);
-    arenas_.assign(threads, TokenBuffer{});
+    workers_.resize(threads);  // kept between calls: a reused encoder allocates nothing for short texts
     locs_.assign(items.size(), Loc{0, 0, 0});
     bad_item_ = bad_index_ = -1;
 
     size_t units = 0;
     for (const auto& it : items) units += it.length;
     const size_t per_thread = units / threads + 64;
-    for (auto& a : arenas_) {
-        a.ids.reserve(per_thread / 3);
-        a.offsets.reserve(2 * (per_thread / 3));
+    for (Worker& wk : workers_) {
+        wk.tokens.clear();
+        wk.tokens.ids.reserve(per_thread / 3);
+        wk.tokens.offsets.reserve(2 * (per_thread / 3));
+        wk.bad_item = wk.bad_index = -1;
     }
 
     TokenizeJob job;
     job.model = &model;
     job.items = &items;
-    job.arenas = &arenas_;
-    job.locs = locs_.data();
-    job.bad_item.assign(threads, -1);
-    job.bad_index.assign(threads, -1);
-
-    auto worker = [](void* ctx, int w) {
-        auto& j = *static_cast<TokenizeJob*>(ctx);
-        auto* locs = static_cast<Loc*>(j.locs);
-        TokenBuffer& out = (*j.arenas)[w];
-        try {
-            Workspace ws;
-            j.model->prepare(ws);
-            constexpr size_t kChunk = 16;
-            const size_t n = j.items->size();
-            for (;;) {
-                const size_t start = j.next.fetch_add(kChunk, std::memory_order_relaxed);
-                if (start >= n) break;
-                const size_t stop = std::min(n, start + kChunk);
-                for (size_t i = start; i < stop; ++i) {
-                    const TextRef& t = (*j.items)[i];
-                    const size_t begin = out.size();
-                    bool ok;
-                    if (t.kind == 1)
-                        ok = j.model->encode(static_cast<const uint8_t*>(t.data), t.length, ws, out);
-                    else if (t.kind == 2)
-                        ok = j.model->encode(static_cast<const uint16_t*>(t.data), t.length, ws, out);
-                    else
-                        ok = j.model->encode(static_cast<const uint32_t*>(t.data), t.length, ws, out);
-                    if (!ok) {
-                        if (j.bad_item[w] < 0) {
-                            j.bad_item[w] = static_cast<int64_t>(i);
-                            j.bad_index[w] = ws.bad_index;
-                        }
-                        out.truncate(begin);
-                    }
-                    locs[i] = Loc{w, static_cast<int32_t>(out.size() - begin), begin};
-                }
-            }
-        } catch (...) {
-            j.failed = true;
-            j.next = j.items->size();  // the other workers stop at their next chunk
-        }
-    };
-    run_workers(threads, worker, &job);
+    job.enc = this;
+    run_workers(threads, tokenize_worker, &job);
     if (job.failed) throw std::bad_alloc();
 
     for (int w = 0; w < threads; ++w) {  // report the first bad text, whichever worker saw it
-        if (job.bad_item[w] >= 0 && (bad_item_ < 0 || job.bad_item[w] < bad_item_)) {
-            bad_item_ = job.bad_item[w];
-            bad_index_ = job.bad_index[w];
+        const Worker& wk = workers_[w];
+        if (wk.bad_item >= 0 && (bad_item_ < 0 || wk.bad_item < bad_item_)) {
+            bad_item_ = wk.bad_item;
+            bad_index_ = wk.bad_index;
         }
     }
-    if (bad_item_ >= 0) return false;
-    return true;
+    return bad_item_ < 0;
 }
 
 bool BatchEncoder::plan(size_t rows, bool pairs, const PostOptions& opt) {
@@ -205,6 +203,7 @@ bool BatchEncoder::plan(size_t rows, bool pairs, const PostOptions& opt) {
         target += opt.pad_multiple - target % opt.pad_multiple;
     // Rows shorter than the target are padded to it; the result is rectangular when every row ends
     // up with the same length (always so for kLongest).
+    pad_target_ = target;
     padded_len_ = rows ? std::max(row_len_[0], target) : 0;
     for (size_t r = 1; r < rows; ++r) {
         if (std::max(row_len_[r], target) != padded_len_) {
@@ -227,7 +226,7 @@ void BatchEncoder::write_row(size_t r, int64_t* ids, int64_t* type_ids, int64_t*
         ++p;
     };
     auto put_seq = [&](const Loc& loc, int32_t keep, int64_t type) {
-        const TokenBuffer& a = arenas_[loc.worker];
+        const TokenBuffer& a = workers_[loc.worker].tokens;
         const int32_t* src = a.ids.data() + loc.begin;
         for (int32_t k = 0; k < keep; ++k) ids[p + k] = src[k];
         if (type_ids) std::fill(type_ids + p, type_ids + p + keep, type);

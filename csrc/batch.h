@@ -48,6 +48,8 @@ void run_workers(int threads, void (*fn)(void*, int), void* ctx);
 // Threads to use for `items` texts of `units` code points in all, given a requested count (0: auto).
 int choose_threads(size_t items, size_t units, int requested);
 
+// One encoder serves one call at a time; reusing it (as the single-text path does) keeps its buffers'
+// capacity, so a call on short texts allocates nothing.
 class BatchEncoder {
 public:
     // Tokenizes items[i] for all i (the texts, then the pairs if any). Returns false if an item holds a
@@ -64,6 +66,7 @@ public:
     int64_t row_length(size_t r) const { return row_len_[r]; }
     int64_t max_row_length() const { return max_len_; }
     int64_t padded_length() const { return padded_len_; }
+    int64_t pad_target() const { return pad_target_; }  // the length padding aims at (0: no padding)
     int64_t total_tokens() const { return total_; }
 
     // Writes rows [r0, r1). Padded: row r starts at r * stride; flat: row r starts at starts[r].
@@ -75,28 +78,33 @@ public:
     const std::string& error() const { return error_; }
 
 private:
+    // Where item i's tokens are: in workers_[worker].tokens, `len` tokens from `begin`.
     struct Loc {
         int32_t worker;
         int32_t len;
         size_t begin;
     };
+    // What one worker thread owns: the tokens of the items it took, its scratch space, and the first
+    // of its items with a lone surrogate (-1: none) with the surrogate's index.
+    struct Worker {
+        TokenBuffer tokens;
+        Workspace ws;  // sized by the first encode() that gets it
+        int64_t bad_item = -1, bad_index = -1;
+    };
+    struct TokenizeJob;
+    static void tokenize_worker(void* job, int w);
     void write_row(size_t r, int64_t* ids, int64_t* type_ids, int64_t* mask, int64_t* offsets, int64_t width) const;
 
-    std::vector<TokenBuffer> arenas_;
+    std::vector<Worker> workers_;
     std::vector<Loc> locs_;
     std::vector<int32_t> keep1_, keep2_;  // tokens kept per row after truncation
     std::vector<int64_t> row_len_;
     size_t rows_ = 0;
     bool pairs_ = false;
     PostOptions opt_;
-    int64_t max_len_ = 0, padded_len_ = 0, total_ = 0;
+    int64_t max_len_ = 0, padded_len_ = 0, pad_target_ = 0, total_ = 0;
     int64_t bad_item_ = -1, bad_index_ = -1;
     std::string error_;
 };
-
-// (keep1, keep2) for sequences of n1 and n2 tokens (n2 < 0: no pair), as tokenizers truncates them.
-// Returns false when the strategy cannot reach the length (only_first / only_second).
-bool truncate_lengths(int64_t n1, int64_t n2, const PostOptions& opt, int64_t* keep1, int64_t* keep2,
-                      std::string* error);
 
 }  // namespace bertfast

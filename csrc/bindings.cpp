@@ -118,7 +118,7 @@ public:
     // Token ids and offsets of one text, without special tokens: (ids, offsets) as lists.
     py::tuple tokenize(py::handle text) {
         const TextRef t = text_ref(text.ptr(), "text");
-        TokenBuffer& a = single_a_;
+        TokenBuffer& a = tokens_;
         a.clear();
         if (!encode_ref(model_, t, ws_, a)) throw_surrogate("text", text.ptr(), ws_.bad_index);
         py::array_t<int64_t> cu(2);
@@ -131,80 +131,49 @@ public:
         return py::make_tuple(split_rows(ids, cu, false)[0], split_rows(offs, cu, true)[0]);
     }
 
-    // One text (and optional pair) to Python lists: (ids, type_ids, mask, offsets or None).
+    // One text (and optional pair) to Python lists: (ids, type_ids, mask, offsets or None). A batch
+    // of one through the batch encoder, on this thread and with the GIL held, so the layout
+    // ([CLS]/[SEP], truncation, padding) has one implementation.
     py::tuple encode_single(py::handle text, py::handle pair, bool add_special_tokens, int32_t cls_id, int32_t sep_id,
                             int32_t pad_id, int truncation, int64_t max_length, int padding, int64_t pad_length,
                             int64_t pad_multiple, bool with_offsets) {
         const PostOptions opt = make_options(add_special_tokens, cls_id, sep_id, pad_id, truncation, max_length,
                                              padding, pad_length, pad_multiple);
-        const TextRef ta = text_ref(text.ptr(), "text");
         const bool has_pair = !pair.is_none();
-        TextRef tb;
-        if (has_pair) tb = text_ref(pair.ptr(), "text_pair");
-        TokenBuffer& a = single_a_;
-        TokenBuffer& b = single_b_;
-        a.clear();
-        b.clear();
-        if (!encode_ref(model_, ta, ws_, a)) throw_surrogate("text", text.ptr(), ws_.bad_index);
-        if (has_pair && !encode_ref(model_, tb, ws_, b))
-            throw_surrogate("text_pair", pair.ptr(), ws_.bad_index);
-
-        int64_t k1, k2;
-        std::string err;
-        if (!truncate_lengths(static_cast<int64_t>(a.size()), has_pair ? static_cast<int64_t>(b.size()) : -1, opt,
-                              &k1, &k2, &err))
-            throw py::value_error(err);
-        const int64_t n = k1 + k2 + (add_special_tokens ? (has_pair ? 3 : 2) : 0);
-        int64_t target = opt.padding == Padding::kLongest ? n : (opt.padding == Padding::kFixed ? pad_length : 0);
-        if (opt.padding != Padding::kNone && pad_multiple > 0 && target % pad_multiple != 0)
-            target += pad_multiple - target % pad_multiple;
-        const int64_t width = std::max(n, target);
-
-        row_.resize(static_cast<size_t>(5 * width));
-        int64_t* ids = row_.data();
-        int64_t* types = ids + width;
-        int64_t* mask = types + width;
-        int64_t* off = mask + width;
-        int64_t p = 0;
-        auto put = [&](int64_t id, int64_t type, int64_t s, int64_t e) {
-            ids[p] = id;
-            types[p] = type;
-            mask[p] = 1;
-            off[2 * p] = s;
-            off[2 * p + 1] = e;
-            ++p;
-        };
-        auto put_seq = [&](const TokenBuffer& buf, int64_t keep, int64_t type) {
-            for (int64_t k = 0; k < keep; ++k) put(buf.ids[k], type, buf.offsets[2 * k], buf.offsets[2 * k + 1]);
-        };
-        if (add_special_tokens) put(cls_id, 0, 0, 0);
-        put_seq(a, k1, 0);
-        if (add_special_tokens) put(sep_id, 0, 0, 0);
-        if (has_pair) {
-            put_seq(b, k2, 1);
-            if (add_special_tokens) put(sep_id, 1, 0, 0);
+        single_items_.clear();
+        single_items_.push_back(text_ref(text.ptr(), "text"));
+        if (has_pair) single_items_.push_back(text_ref(pair.ptr(), "text_pair"));
+        BatchEncoder& enc = single_;
+        if (!enc.tokenize(model_, single_items_, 1)) {
+            const bool second = enc.bad_item() == 1;
+            throw_surrogate(second ? "text_pair" : "text", second ? pair.ptr() : text.ptr(), enc.bad_index());
         }
-        for (; p < width; ++p) {
-            ids[p] = pad_id;
-            types[p] = 0;
-            mask[p] = 0;
-            off[2 * p] = off[2 * p + 1] = 0;
-        }
+        if (!enc.plan(1, has_pair, opt)) throw py::value_error(enc.error());
+        const int64_t width = enc.padded_length();  // one row: always rectangular
+
+        row_.resize(static_cast<size_t>(5 * width));  // ids, type ids, mask: width each; offsets: 2 * width
+        OutputArrays out;
+        out.ids = row_.data();
+        out.type_ids = out.ids + width;
+        out.mask = out.type_ids + width;
+        out.offsets = with_offsets ? out.mask + width : nullptr;
+        enc.fill_padded(0, 1, width, out);
+
         py::object offsets = py::none();
         if (with_offsets) {
             PyObject* list = PyList_New(width);
             if (!list) throw py::error_already_set();
             for (int64_t i = 0; i < width; ++i) {
                 PyObject* tup = PyTuple_New(2);
-                PyTuple_SET_ITEM(tup, 0, PyLong_FromLongLong(off[2 * i]));
-                PyTuple_SET_ITEM(tup, 1, PyLong_FromLongLong(off[2 * i + 1]));
+                PyTuple_SET_ITEM(tup, 0, PyLong_FromLongLong(out.offsets[2 * i]));
+                PyTuple_SET_ITEM(tup, 1, PyLong_FromLongLong(out.offsets[2 * i + 1]));
                 PyList_SET_ITEM(list, i, tup);
             }
             offsets = py::reinterpret_steal<py::object>(list);
         }
-        return py::make_tuple(py::reinterpret_steal<py::object>(int_list(ids, width)),
-                              py::reinterpret_steal<py::object>(int_list(types, width)),
-                              py::reinterpret_steal<py::object>(int_list(mask, width)), offsets);
+        return py::make_tuple(py::reinterpret_steal<py::object>(int_list(out.ids, width)),
+                              py::reinterpret_steal<py::object>(int_list(out.type_ids, width)),
+                              py::reinterpret_steal<py::object>(int_list(out.mask, width)), offsets);
     }
 
     // A batch to numpy arrays. Returns a dict: input_ids, token_type_ids, attention_mask (when
@@ -285,10 +254,7 @@ public:
             }
         } else {
             // Flat rows; a fixed padding target shorter than some rows pads the others only.
-            if (!flat && opt.padding != Padding::kNone) {
-                pad_to = opt.padding == Padding::kFixed ? opt.pad_length : 0;
-                if (pad_multiple > 0 && pad_to % pad_multiple != 0) pad_to += pad_multiple - pad_to % pad_multiple;
-            }
+            if (!flat) pad_to = enc.pad_target();
             starts.resize(rows + 1);
             py::array_t<int32_t> cu(static_cast<py::ssize_t>(rows + 1));
             int32_t* cu_ptr = cu.mutable_data();
@@ -362,9 +328,12 @@ private:
     }
 
     WordPieceModel model_;
-    // Scratch for the single-text path (always called with the GIL held, so never concurrently).
+    // Scratch for tokenize() and encode_single(), kept between calls so that they allocate nothing.
+    // Both run with the GIL held, so never concurrently (encode_batch has its own, per call).
     Workspace ws_;
-    TokenBuffer single_a_, single_b_;
+    TokenBuffer tokens_;
+    BatchEncoder single_;
+    std::vector<TextRef> single_items_;
     std::vector<int64_t> row_;
 };
 
