@@ -121,9 +121,9 @@ def test_kernels_compile_for_hopper():
             p = "*" + dt
             bh, bt, nw = _utils.layernorm_launch_params(768, 2 if dt == "fp16" else 4)
             build(ln._layernorm_fwd_kernel, {
-                "x_ptr": p, "res_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p, "T": "i32", "H": "i32",
-                "stride_xt": "i32", "stride_xh": "i32", "stride_rt": "i32", "stride_rh": "i32", "stride_ot": "i32",
-                "eps": "fp32"}, dict(HAS_RESIDUAL=True, BLOCK_T=bt, BLOCK_H=bh), nw)
+                "x_ptr": p, "bias_ptr": p, "res_ptr": p, "ln_w_ptr": p, "ln_b_ptr": p, "out_ptr": p, "T": "i32",
+                "H": "i32", "stride_xt": "i32", "stride_xh": "i32", "stride_rt": "i32", "stride_rh": "i32",
+                "stride_ot": "i32", "eps": "fp32"}, dict(HAS_BIAS=True, HAS_RESIDUAL=True, BLOCK_T=bt, BLOCK_H=bh), nw)
             build(emb._embed_layernorm_fwd_kernel, {
                 "ids_ptr": "*i64", "pos_ids_ptr": "*i64", "type_ids_ptr": "*i32", "word_ptr": p, "pos_ptr": p,
                 "type_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p, "T": "i32", "H": "i32", "stride_ids": "i32",
@@ -137,3 +137,106 @@ def test_kernels_compile_for_hopper():
     if out.startswith("SKIP"):
         pytest.skip(out.strip())
     assert "layernorms fp32" in out, out
+
+
+# Shared memory one block may use on sm_90 (H100 / H200): 227 KiB, the opt-in maximum.
+HOPPER_SMEM_PER_BLOCK = 227 * 1024
+
+_HOPPER_BUILD = """
+import triton
+from triton.backends import backends
+if "nvidia" not in backends:
+    print("SKIP no nvidia backend in this triton"); raise SystemExit(0)
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+TARGET = GPUTarget("cuda", 90, 32)
+
+
+def build(fn, sig, consts, num_warps, num_stages, aligned):
+    \"\"\"Compile for sm_90 with 16-byte aligned pointers / strides; returns the shared memory it uses.\"\"\"
+    sig = dict(sig, **{k: "constexpr" for k in consts})
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in sig if n in aligned}
+    k = triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=TARGET,
+                       options={"num_warps": num_warps, "num_stages": num_stages})
+    return k.metadata.shared
+"""
+
+
+def test_attention_configs_compile_and_fit_on_hopper():
+    """Every tile the attention heuristic can pick (buckets 16-1024; fp16 at head dims 64 / 80 / 128,
+    bf16 at 64, fp32 at 32 / 128) and every autotune candidate the pruning keeps for head dim 128
+    compiles for sm_90 and fits one block's shared memory (~35 compiles, ~30 s with a cold cache)."""
+    out = _run(
+        _HOPPER_BUILD
+        + f"LIMIT = {HOPPER_SMEM_PER_BLOCK}\n"
+        + textwrap.dedent(
+            """
+            import torch
+            from bertfast.kernels import attention as attn
+            from bertfast.kernels._configs import from_triton
+
+            SIG = {"cu_seqlens_ptr": "*i32", "stride_qkv_t": "i32", "stride_qkv_c": "i32",
+                   "stride_out_t": "i32", "hidden": "i32", "qk_scale": "fp32", "SEQ_BUCKET": "i32"}
+            ALIGNED = {"qkv_ptr", "out_ptr", "cu_seqlens_ptr", "stride_qkv_t", "stride_out_t", "hidden"}
+            ELEM = {"fp16": 2, "bf16": 2, "fp32": 4}
+            TORCH = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+            todo = {}
+            HEAD_DIMS = {"fp16": (64, 80, 128), "bf16": (64,), "fp32": (32, 128)}  # 80: masked head columns
+            for dt in ("fp16", "bf16", "fp32"):
+                for d in HEAD_DIMS[dt]:
+                    for bucket in (16, 32, 64, 128, 256, 512, 1024):
+                        cfg = attn.gpu_attention_config(bucket, d, ELEM[dt])
+                        todo[(dt, d, tuple(sorted(cfg.items())))] = "heuristic"
+                if dt != "bf16":
+                    qkv = torch.empty(1, 1, dtype=TORCH[dt])
+                    for c in attn._prune_attention_configs(
+                            attn.ATTENTION_GPU_CONFIGS, {"qkv_ptr": qkv, "SEQ_BUCKET": 512, "HEAD_DIM": 128}):
+                        todo.setdefault((dt, 128, tuple(sorted(from_triton(c).items()))), "autotune")
+            worst = 0
+            for (dt, d, items), source in sorted(todo.items()):
+                cfg = dict(items)
+                bd = attn._block_d(d)
+                smem = build(attn._varlen_attention_fwd_kernel, dict(SIG, qkv_ptr="*" + dt, out_ptr="*" + dt), dict(
+                    HEAD_DIM=d, BLOCK_D=bd, MASK_D=d != bd, INPUT_PRECISION="ieee" if dt == "fp32" else "tf32",
+                    BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"]), cfg["num_warps"], cfg["num_stages"], ALIGNED)
+                assert smem <= LIMIT, (source, dt, d, cfg, smem)
+                worst = max(worst, smem)
+            print("attention configs", len(todo), "max shared", worst)
+            """
+        ),
+        timeout=900,
+    )
+    if out.startswith("SKIP"):
+        pytest.skip(out.strip())
+    assert "attention configs" in out, out
+
+
+def test_bias_residual_layernorm_compiles_for_hopper():
+    """The fused bias + residual + LayerNorm row kernel at BERT-base / -large widths, every dtype."""
+    out = _run(
+        _HOPPER_BUILD
+        + textwrap.dedent(
+            """
+            from bertfast.kernels import _utils
+            import importlib
+            ln = importlib.import_module("bertfast.kernels.layernorm")
+
+            ALIGNED = {"x_ptr", "bias_ptr", "res_ptr", "ln_w_ptr", "ln_b_ptr", "out_ptr", "stride_xt", "stride_rt",
+                       "stride_ot"}
+            for dt, elem in (("fp16", 2), ("bf16", 2), ("fp32", 4)):
+                for h in (768, 1024):
+                    p = "*" + dt
+                    bh, bt, nw = _utils.layernorm_launch_params(h, elem)
+                    build(ln._layernorm_fwd_kernel, {
+                        "x_ptr": p, "bias_ptr": p, "res_ptr": p, "ln_w_ptr": p, "ln_b_ptr": p, "out_ptr": p,
+                        "T": "i32", "H": "i32", "stride_xt": "i32", "stride_xh": "i32", "stride_rt": "i32",
+                        "stride_rh": "i32", "stride_ot": "i32", "eps": "fp32"},
+                        dict(HAS_BIAS=True, HAS_RESIDUAL=True, BLOCK_T=bt, BLOCK_H=bh), nw, 1, ALIGNED)
+                    print("bias_residual_layernorm", dt, h)
+            """
+        ),
+    )
+    if out.startswith("SKIP"):
+        pytest.skip(out.strip())
+    assert "bias_residual_layernorm fp32 1024" in out, out

@@ -8,8 +8,7 @@ from ._utils import interpreting
 from .attention import varlen_attention, varlen_attention_ref
 from .embed_layernorm import embed_layernorm, embed_layernorm_ref
 from .gemm import ACTIVATIONS, activation_ref, linear, linear_ref
-from .layernorm import layernorm, layernorm_ref
-from .layernorm import bias_residual_layernorm, bias_residual_layernorm_ref
+from .layernorm import bias_residual_layernorm, bias_residual_layernorm_ref, layernorm, layernorm_ref
 
 __all__ = [
     "ACTIVATIONS",
