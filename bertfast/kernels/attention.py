@@ -336,6 +336,22 @@ def config_key(max_seqlen: int, head_dim: int, input_precision: str, dtype: torc
     return (_utils.bucket(max_seqlen), head_dim, input_precision, str(dtype).replace("torch.", ""))
 
 
+# (max_seqlen, head_dim, input_precision, dtype) -> (config key, head-dim constexprs): what depends only
+# on the call's sizes is worked out once per size (triton.next_power_of_2 alone costs microseconds).
+_KEY_MEMO: dict[tuple, tuple[tuple, dict]] = {}
+
+
+def _key_and_flags(max_seqlen: int, head_dim: int, input_precision: str, dtype: torch.dtype) -> tuple[tuple, dict]:
+    sizes = (max_seqlen, head_dim, input_precision, dtype)
+    hit = _KEY_MEMO.get(sizes)
+    if hit is None:
+        block_d = _block_d(head_dim)
+        flags = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, MASK_D=head_dim != block_d, INPUT_PRECISION=input_precision)
+        hit = (config_key(max_seqlen, head_dim, input_precision, dtype), flags)
+        _KEY_MEMO[sizes] = hit
+    return hit
+
+
 def varlen_attention(
     qkv: torch.Tensor,
     cu_seqlens: torch.Tensor,
@@ -383,7 +399,7 @@ def varlen_attention(
     if batch > 65535:
         raise ValueError(f"at most 65535 sequences per call, got {batch}")
 
-    key = config_key(max_seqlen, D, input_precision, qkv.dtype)
+    key, flags = _key_and_flags(max_seqlen, D, input_precision, qkv.dtype)
     args = (
         qkv, cu_seqlens, out,
         qkv.stride(0), qkv.stride(1),
@@ -392,8 +408,6 @@ def varlen_attention(
         scale * _LOG2E,
         key[0],
     )
-    block_d = _block_d(D)
-    flags = dict(HEAD_DIM=D, BLOCK_D=block_d, MASK_D=D != block_d, INPUT_PRECISION=input_precision)
 
     if explicit is None and (autotune or autotune_requested()):
         def grid(meta):
@@ -404,7 +418,7 @@ def varlen_attention(
         return out
 
     meta, launch = explicit if explicit is not None else _launch_params(key)
-    grid = (triton.cdiv(max_seqlen, meta["BLOCK_M"]), num_heads, batch)
+    grid = (-(-max_seqlen // meta["BLOCK_M"]), num_heads, batch)  # cdiv without triton's wrapper
     _varlen_attention_fwd_kernel[grid](*args, **flags, **meta, **launch)
     return out
 
