@@ -14,8 +14,10 @@ from .workloads import sentences
 
 def load_st(device: torch.device, dtype: torch.dtype):
     """MiniLM-L6 as a SentenceTransformer from minilm_dir(), offline, in `dtype` on `device`."""
+    import transformers
     from sentence_transformers import SentenceTransformer
 
+    transformers.utils.logging.disable_progress_bar()
     model = SentenceTransformer(minilm_dir(), device=str(device), local_files_only=True)
     return model.to(dtype).eval()
 
