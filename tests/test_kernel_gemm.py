@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from bertfast.kernels import ACTIVATIONS, activation_ref, interpreting, linear, linear_ref
 from bertfast.kernels import gemm as gemm_module
+from bertfast.kernels._configs import from_triton
 
 from .helpers import assert_close, assert_within_torch_error
 
@@ -70,13 +71,14 @@ def test_linear_every_activation(dtype, activation):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("T", [1, 127, 257])
+@pytest.mark.parametrize("T", [1, 33, 127, 257])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("with_residual", [False, True])
 def test_linear_bias_and_residual(dtype, T, with_bias, with_residual):
     N, K = 48, 96  # K = 3 x BLOCK_K under the interpreter: the unmasked EVEN_K path
     x, weight, bias, residual = _operands(T, N, K, dtype, with_bias, with_residual)
-    out = linear(x, weight, bias, "gelu", residual)
+    out = torch.full((T, N), float("nan"), dtype=dtype, device=DEVICE)
+    linear(x, weight, bias, "gelu", residual, out=out)
     _check(x, weight, bias, "gelu", residual, out, dtype, f"linear T={T} bias={with_bias} res={with_residual}")
 
 
@@ -179,6 +181,66 @@ def test_gemm_autotune_pruning():
         assert c.num_stages * 4 * (k["BLOCK_M"] + k["BLOCK_N"]) * k["BLOCK_K"] <= 200 * 1024
     small = prune(configs, {"x_ptr": x16, "M_BUCKET": 16, "N": 768})
     assert small and all(c.kwargs["BLOCK_M"] <= 64 for c in small)
+
+
+@pytest.fixture
+def fresh_gemm_configs(monkeypatch):
+    """GEMM_CONFIGS with nothing known or memoised, restored after the test."""
+    monkeypatch.setattr(gemm_module.GEMM_CONFIGS, "_known", {})
+    monkeypatch.setattr(gemm_module.GEMM_CONFIGS, "_memo", {})
+    return gemm_module.GEMM_CONFIGS
+
+
+def _key(x, weight, bias, activation, residual):
+    return gemm_module.shape_key(x.shape[0], weight.shape[0], x.shape[1], bias is not None, residual is not None,
+                                 activation or "", "ieee" if x.dtype == torch.float32 else "tf32", x.dtype)
+
+
+def test_linear_default_path_never_autotunes(fresh_gemm_configs, monkeypatch):
+    """The first call of a shape asks the config table (heuristic), never Triton's autotuner, and the
+    heuristic runs once per key: later calls in the same M bucket reuse the memoised config."""
+    def no_autotuner(*args, **kwargs):
+        raise AssertionError("the default path ran the autotuner")
+
+    monkeypatch.setattr(gemm_module._linear_fwd_tuned, "run", no_autotuner)
+    calls = []
+    heuristic = fresh_gemm_configs.heuristic
+    monkeypatch.setattr(fresh_gemm_configs, "heuristic", lambda key, args: calls.append(key) or heuristic(key, args))
+    for T in (20, 31, 17):  # one M bucket (32)
+        x, weight, bias, residual = _operands(T, 40, 48, torch.float32)
+        out = torch.full((T, 40), float("nan"), device=DEVICE)
+        linear(x, weight, bias, "relu", residual, out=out)
+        _check(x, weight, bias, "relu", residual, out, torch.float32, f"linear T={T} from the table")
+    key = _key(x, weight, bias, "relu", residual)
+    assert calls == [key], "the heuristic runs once per key"
+    assert fresh_gemm_configs.source(key) == "heuristic"
+    if interpreting():
+        assert fresh_gemm_configs.lookup(key) == from_triton(gemm_module.GEMM_INTERPRETER_CONFIG)
+
+
+def test_linear_uses_a_config_put_into_the_table(fresh_gemm_configs):
+    x, weight, bias, residual = _operands(45, 72, 40, torch.float32)
+    key = _key(x, weight, bias, "silu", residual)
+    linear(x, weight, bias, "silu", residual)
+    tuned = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 2, "num_stages": 1}
+    fresh_gemm_configs.put(key, tuned)
+    out = torch.full((45, 72), float("nan"), device=DEVICE)
+    linear(x, weight, bias, "silu", residual, out=out)
+    _check(x, weight, bias, "silu", residual, out, torch.float32, "linear with a put() config")
+    cfg, kwargs, block_m, block_n = gemm_module._PREPARED[key]
+    assert cfg == tuned and (block_m, block_n) == (16, 64) and kwargs["EVEN_K"] is False
+    assert fresh_gemm_configs.source(key) == "table"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_linear_autotune_runs_tritons_autotuner_and_records_the_winner(fresh_gemm_configs, dtype):
+    x, weight, bias, residual = _operands(33, 56, 64, dtype)
+    out = torch.full((33, 56), float("nan"), dtype=dtype, device=DEVICE)
+    linear(x, weight, bias, "gelu", residual, out=out, autotune=True)
+    _check(x, weight, bias, "gelu", residual, out, dtype, "linear autotune=True")
+    key = _key(x, weight, bias, "gelu", residual)
+    winner = gemm_module._linear_fwd_tuned.best_config
+    assert fresh_gemm_configs.known() == {key: from_triton(winner)}
 
 
 @pytest.mark.gpu

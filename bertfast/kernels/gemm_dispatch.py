@@ -68,7 +68,7 @@ def epilogue_name(has_bias: bool, kernel_activation: str, has_residual: bool, la
 
 
 def parse_epilogue(name: str) -> dict:
-    """Inverse of epilogue_name: {"bias": bool, "activation": kernel name or None, "residual": bool, "layernorm": bool}."""
+    """Inverse of epilogue_name: {"bias", "activation" (kernel name or None), "residual", "layernorm"}."""
     parts = [] if name == "none" else name.split("+")
     unknown = [p for p in parts if p not in _EPILOGUE_PARTS]
     if unknown or not parts and name != "none":
@@ -468,7 +468,8 @@ def measure_choices(
             except (TypeError, ValueError) as e:  # e.g. TMA alignment: not a candidate for this shape
                 ms[choice] = None
                 errors[choice] = float("nan")
-                warnings.warn(f"measure_choices: {choice} cannot run M={M} N={N} K={K} {epi}: {e}", RuntimeWarning)
+                warnings.warn(f"measure_choices: {choice} cannot run M={M} N={N} K={K} {epi}: {e}", RuntimeWarning,
+                              stacklevel=2)  # fmt: skip
                 continue
             errors[choice] = (got.float() - ref).abs().max().item()
         bound = 2.0 * errors["cublas"] + atol
@@ -477,16 +478,22 @@ def measure_choices(
                 continue
             if not err <= bound:
                 ms[choice] = None
-                warnings.warn(f"measure_choices: {choice} is wrong at M={M} N={N} K={K} {epi} "
-                              f"(max error {err:.3e} > {bound:.3e}): not timed", RuntimeWarning)  # fmt: skip
+                why = f"max error {err:.3e} > {bound:.3e}"
+                warnings.warn(f"measure_choices: {choice} is wrong at M={M} N={N} K={K} {epi} ({why}): not timed",
+                              RuntimeWarning, stacklevel=2)  # fmt: skip
                 continue
-            ms[choice] = round(_median_ms(lambda i, c=choice: _call(c, sets[i], parts), copies, reps, device), 5)
+
+            def run(i, c=choice, s=sets, p=parts):
+                return _call(c, s[i], p)
+
+            ms[choice] = round(_median_ms(run, copies, reps, device), 6)
         timed = sorted((t, c) for c, t in ms.items() if t is not None)
         best_ms, best = timed[0]
         margin = round(timed[1][0] / best_ms - 1.0, 4) if len(timed) > 1 else None
+        max_error = {c: (None if math.isnan(e) else float(f"{e:.3e}")) for c, e in errors.items()}
         rows.append({"m": M, "m_bucket": _utils.bucket(M), "n": N, "k": K, "epilogue": epi,
                      "dtype": gemm.dtype_name(dtype), "ms": ms, "choice": best, "margin": margin,
-                     "max_error": {c: (None if math.isnan(e) else float(f"{e:.3e}")) for c, e in errors.items()}})  # fmt: skip
+                     "max_error": max_error})  # fmt: skip
     return rows
 
 

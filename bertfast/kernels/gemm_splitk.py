@@ -97,7 +97,7 @@ def _splitk_reduce_kernel(
     n = offs % N
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     ws_ptrs = ws_ptr + offs
-    for s in range(0, split_k):  # fixed order s = 0, 1, ...: deterministic
+    for _ in range(0, split_k):  # fixed order s = 0, 1, ...: deterministic
         acc += tl.load(ws_ptrs, mask=mask, other=0.0)
         ws_ptrs += M * N
     if HAS_BIAS:

@@ -99,7 +99,7 @@ TMA_INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M"
 def _tma_heuristic(key: tuple, args: dict) -> Config:
     """64-row tiles up to M = 256 (one warpgroup), 128 x 128 beyond, 128 x 256 when that still gives
     two tiles per SM; BLOCK_K 64 (128 B of fp16 per row: full TMA boxes); stages to fit SMEM_LIMIT."""
-    m_bucket, n, k, dtype, sms = key
+    m_bucket, n, _k, _dtype, sms = key
     if _utils.is_interpreted(_linear_tma_kernel):
         return dict(TMA_INTERPRETER_CONFIG)
     if m_bucket <= 256:
