@@ -17,6 +17,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from . import activations
 from .padding import PackInfo, pad, unpad
 
 BACKENDS = ("auto", "torch", "triton")
@@ -94,26 +95,6 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, need
     return "triton"
 
 
-# --------------------------------------------------------------------------- activations
-def activation(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Canonical activation names (config.ACTIVATIONS values), computed as Hugging Face computes them."""
-    if name == "gelu":
-        return F.gelu(x)
-    if name == "gelu_tanh":
-        return F.gelu(x, approximate="tanh")
-    if name == "gelu_fast":
-        return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-    if name == "quick_gelu":
-        return x * torch.sigmoid(1.702 * x)
-    if name == "relu":
-        return F.relu(x)
-    if name == "silu":
-        return F.silu(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    raise ValueError(f"unknown activation {name!r}")
-
-
 # --------------------------------------------------------------------------- ops
 def embed_layernorm(
     backend: str,
@@ -150,7 +131,7 @@ def linear(
         return _kernels().linear(x, weight, bias, activation=activation_name, residual=residual)
     y = F.linear(x, weight, bias)  # (T, N)
     if activation_name is not None:
-        y = activation(y, activation_name)
+        y = activations.apply(y, activation_name)
     return y if residual is None else y + residual
 
 
