@@ -2,7 +2,7 @@
 
 At M <= 256 tokens a BERT GEMM is a weight-read problem: a plain tiling gives (M / BLOCK_M) x
 (N / BLOCK_N) programs, a few dozen on a 132-SM GPU, each streaming a long strip of the weight.
-Here K is also cut into SPLIT_K ranges, so tiles x splits programs (about 3 per SM) read the weight
+Here K is also cut into SPLIT_K ranges, so tiles x splits programs (2-4 per SM) read the weight
 at once, then a second kernel adds the partial sums and applies the epilogue:
 
     partial:  x [M, K] @ weight [N, K]^T over K range s -> fp32 workspace [SPLIT_K, M, N]
@@ -13,7 +13,7 @@ at once, then a second kernel adds the partial sums and applies the epilogue:
 
 K_PER_SPLIT is a multiple of BLOCK_K, so only the last split can end in a partial K block.
 Configs come from SPLITK_CONFIGS (a ConfigTable keyed on the shape and the SM count), else a
-heuristic that aims at ~3 programs per SM; `split_k=` or `config=` override it per call.
+heuristic that aims at 2-4 programs per SM; `split_k=` or `config=` override it per call.
 """
 
 from __future__ import annotations
@@ -113,14 +113,15 @@ def _splitk_reduce_kernel(
 # A config: BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages.
 # --------------------------------------------------------------------------------------------------
 
-PROGRAMS_PER_SM = 3  # aim: tiles x splits ~ 3 programs per SM (2-4 is the useful range)
+MAX_PROGRAMS_PER_SM = 4  # aim: tiles x splits within 2-4 programs per SM
 INTERPRETER_SMS = 4  # what the heuristic sizes for under the interpreter (few programs: fast tests)
 REDUCE_BLOCK = 1024
 
 
 def _splitk_heuristic(key: tuple, args: dict) -> Config:
     """Small row tiles (16/32/64 from M), 64-wide columns (32 when that leaves too few programs),
-    BLOCK_K 64 (32 for IEEE fp32), then SPLIT_K = programs wanted / tiles, at most one split per K block."""
+    BLOCK_K 64 (32 for IEEE fp32), then whole K blocks per split so that tiles x splits comes near
+    2-4 programs per SM (at most one split per K block)."""
     m_bucket, n, k, precision, dtype, num_sms = key
     interpreted = _utils.is_interpreted(_linear_splitk_partial_kernel)
     bm = 16 if m_bucket <= 16 else 32 if m_bucket <= 32 else 64
@@ -129,12 +130,17 @@ def _splitk_heuristic(key: tuple, args: dict) -> Config:
     bn = min(bn, max(16, triton.next_power_of_2(n)))
     bk = min(bk, max(16, triton.next_power_of_2(k)))
     k_blocks = triton.cdiv(k, bk)
-    want = PROGRAMS_PER_SM * num_sms
+    most = MAX_PROGRAMS_PER_SM * num_sms
     tiles = triton.cdiv(m_bucket, bm) * triton.cdiv(n, bn)
-    if not interpreted and bn > 32 and tiles * k_blocks < want:
+    if not interpreted and bn > 32 and tiles * k_blocks < most // 2:
         bn //= 2  # more column tiles when even one split per K block would leave SMs idle
         tiles = triton.cdiv(m_bucket, bm) * triton.cdiv(n, bn)
-    split = max(1, min(k_blocks, round(want / tiles)))
+    # The most splits (whole K blocks each) that keep tiles x splits <= MAX_PROGRAMS_PER_SM x SMs. Going
+    # from b to b + 1 blocks per split at most halves the programs, so this also lands >= half that.
+    blocks_per_split = 1
+    while blocks_per_split < k_blocks and tiles * triton.cdiv(k_blocks, blocks_per_split) > most:
+        blocks_per_split += 1
+    split = triton.cdiv(k_blocks, blocks_per_split)
     config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4,
               "num_stages": 1 if interpreted else 4}  # fmt: skip
     return fit_smem(config, 4 if dtype == "float32" else 2)
