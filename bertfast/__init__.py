@@ -45,6 +45,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bertfast' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The loaded names and the lazy ones, so that completion and dir() show Tokenizer, encode, ..."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "BertConfig",
     "BertForMaskedLM",

@@ -1,4 +1,4 @@
-"""`bertfast encode | bench | tune | info` from a shell (also `python -m bertfast ...`)."""
+"""`bertfast encode | embed | bench | tune | info` from a shell (also `python -m bertfast ...`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,31 @@ import json
 import platform
 import sys
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-          "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+from . import __version__
+from ._dtypes import DTYPE_NAMES, parse_dtype
 
 
-def _dtype(name: str):
-    import torch
+def _dtype_arg(name: str):
+    """argparse type for --dtype: the package's one dtype parser, its message in argparse's error."""
+    try:
+        return parse_dtype(name)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DTYPE_NAMES)}, got {name!r}") from None
 
-    return getattr(torch, DTYPES[name])
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar on stderr when it is a terminal and --quiet was not given."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -34,9 +51,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print("bertfast encode: --device cuda, but no CUDA device is available", file=sys.stderr)
             return 2
-    dtype = _dtype(args.dtype) if args.dtype else None
-    encoder = SentenceEncoder.from_pretrained(args.model, device=device, dtype=dtype, backend=args.backend)
-    emb = encoder.encode(texts, batch_size=args.batch_size)
+    encoder = SentenceEncoder.from_pretrained(args.model, device=device, dtype=args.dtype, backend=args.backend)
+    emb = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=_show_progress(args))
     if args.json:
         json.dump([[float(x) for x in row] for row in emb], sys.stdout)
         sys.stdout.write("\n")
@@ -51,7 +67,7 @@ def info() -> dict:
     """Versions, devices, and which backends can run here."""
     import torch
 
-    from . import __version__, ops
+    from . import ops
 
     out: dict = {
         "bertfast": __version__,
@@ -113,7 +129,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print("bertfast tune: needs a CUDA device (it autotunes the kernels and captures CUDA graphs)",
               file=sys.stderr)  # fmt: skip
         return 2
-    dtype = _dtype(args.dtype)
+    dtype = args.dtype
     if args.model in ("bert-base", "bert-large"):
         from .config import PUBLISHED_CONFIGS, BertConfig
 
@@ -123,7 +139,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from .sentence import default_model_dir
 
         model = BertModel.from_pretrained(args.model if args.model != "minilm" else default_model_dir())
-    rows = tune(model.to(dtype), max_tokens=args.max_tokens, seq_len=args.seq_len)
+    rows = tune(model.to(dtype), max_tokens=args.max_tokens, seq_len=args.seq_len, progress=_show_progress(args))
     print(f"{'tokens':>8} {'bucket':>10} {'capture s':>10} {'replay ms':>10} {'us/token':>9}")
     for r in rows[:-1]:
         print(f"{r['tokens']:>8} {r['bucket']:>10} {r['capture_s']!s:>10} {r['ms']:>10.4f} {r['us_per_token']:>9.3f}")
@@ -131,30 +147,72 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bertfast", description="Fast BERT encoders: embeddings, benchmarks, info.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    e = sub.add_parser("encode", help="print sentence embeddings (default model: the embedded MiniLM-L6)")
-    e.add_argument("texts", nargs="*", help="sentences; '-' reads one per line from stdin")
-    e.add_argument("--json", action="store_true", help="print a JSON list of lists, as sentence-transformers gives")
-    e.add_argument("--model", default=None, help="a BERT / sentence-transformers model directory")
-    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    e.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="weights dtype (default: the checkpoint's)")
-    e.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"])
-    e.add_argument("--batch-size", type=int, default=64)
+def _add_encode(sub) -> None:
+    e = sub.add_parser("encode", help="print sentence embeddings (default model: the embedded MiniLM-L6)",
+                       description="Embed sentences as sentence-transformers' encode() does, on bertfast's packed path.")
+    e.add_argument("texts", nargs="*", help="sentences; '-' (or none, with a pipe) reads one per line from stdin")
+    e.add_argument("--json", action="store_true",
+                   help="print one JSON list of lists (one row per sentence) instead of a summary per sentence")
+    e.add_argument("--model", default=None, metavar="DIR",
+                   help="a BERT or sentence-transformers model directory (default: the embedded MiniLM-L6)")
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default: cpu)")
+    e.add_argument("--dtype", default=None, type=_dtype_arg, metavar="DTYPE",
+                   help=f"weights dtype, one of {', '.join(DTYPE_NAMES)} (default: the checkpoint's)")
+    e.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"],
+                   help="auto: Triton kernels on CUDA, PyTorch on CPU; torch: PyTorch everywhere; triton: the "
+                   "kernels (on CPU only under TRITON_INTERPRET=1) (default: auto)")
+    e.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                   help="sentences per forward; they are sorted by length first (default: 64)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
     e.set_defaults(func=cmd_encode)
 
+
+def _embed_unavailable(args: argparse.Namespace) -> int:
+    print("bertfast embed: this installation has no bertfast.embed module", file=sys.stderr)
+    return 2
+
+
+def _add_embed(sub) -> None:
+    """The corpus job; its options and its run live in bertfast.embed, imported only here."""
+    x = sub.add_parser("embed", help="embed a file of texts (.txt, .jsonl, .parquet) into Parquet, resumable",
+                       description="Embed a corpus into Parquet shards with every local GPU (else the CPU), "
+                       "or on Ray Data.")  # fmt: skip
+    try:
+        from .embed import add_arguments, run_cli
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.embed":  # embed.py is there but needs something missing: say so
+            raise
+        x.set_defaults(func=_embed_unavailable)
+        return
+    add_arguments(x)
+    x.set_defaults(func=run_cli)
+
+
+def _add_info(sub) -> None:
     i = sub.add_parser("info", help="versions, devices, and which backends can run here")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print the report as one JSON object")
     i.set_defaults(func=cmd_info)
 
+
+def _add_tune(sub) -> None:
     t = sub.add_parser("tune", help="autotune the kernels and capture CUDA graphs per token bucket (GPU)")
     t.add_argument("--model", default="minilm", help="minilm (embedded), bert-base, bert-large, or a model directory")
-    t.add_argument("--max-tokens", type=int, default=4096, help="largest token bucket to prepare")
-    t.add_argument("--seq-len", type=int, default=128, help="sequence length of the tuning batches")
-    t.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
+    t.add_argument("--max-tokens", type=_positive_int, default=4096, help="largest token bucket to prepare")
+    t.add_argument("--seq-len", type=_positive_int, default=128, help="sequence length of the tuning batches")
+    t.add_argument("--dtype", default="float16", type=_dtype_arg, metavar="DTYPE",
+                   help=f"dtype to tune for, one of {', '.join(DTYPE_NAMES)} (default: float16)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
     t.set_defaults(func=cmd_tune)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bertfast", description="Fast BERT encoders: embeddings, benchmarks, info.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_encode(sub)
+    _add_embed(sub)
+    _add_info(sub)
+    _add_tune(sub)
 
     from . import bench_cli
 
