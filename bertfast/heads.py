@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
+from . import activations
 from .config import BertConfig
 from .modeling import BertModel, BertPreTrainedModel
 from .outputs import (
+    BaseModelOutputWithPooling,
     BertForPreTrainingOutput,
     MaskedLMOutput,
     MultipleChoiceModelOutput,
@@ -52,7 +53,23 @@ def _check_labels(name: str, labels: torch.Tensor, shape: tuple[int, ...], num_c
         raise ValueError(f"{name} must be in [0, {num_classes}) or {IGNORE_INDEX} (ignored); found {value}")
 
 
+def _check_no_cross_attention(encoder_hidden_states: Any, encoder_attention_mask: Any) -> None:
+    """HF's MLM head takes cross-attention inputs (for decoder configs); bertfast builds encoders only."""
+    if encoder_hidden_states is not None or encoder_attention_mask is not None:
+        name = "encoder_hidden_states" if encoder_hidden_states is not None else "encoder_attention_mask"
+        raise ValueError(f"{name} must be None: bertfast models are encoders, without cross-attention")
+
+
 class _EncoderHead(BertPreTrainedModel):
+    """A `bert` encoder and a task head on its output.
+
+    A head writes `__init__` (its layers, then `init_weights()`) and `_head(enc, *targets)`: its
+    layers and loss on the encoder's output, returning HF's output class. The inherited `forward` has
+    HF's signature for the heads whose only target is `labels`; a head with other targets (QA, the
+    pretraining pair) or other inputs overrides `forward` with HF's signature for it and hands its
+    inputs and targets, as two tuples, to `_run`.
+    """
+
     base_prefix = "bert."
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool):
@@ -63,28 +80,6 @@ class _EncoderHead(BertPreTrainedModel):
         super().set_backend(backend)
         self.bert.set_backend(backend)
         return self
-
-    def _encode(self, output_hidden_states, output_attentions=None, **inputs):
-        return self.bert(**inputs, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-
-    def _dropout_p(self) -> float:
-        c = self.config
-        return c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
-
-    @staticmethod
-    def _finish(out, return_dict):
-        return out if return_dict is None or return_dict else out.to_tuple()
-
-
-class BertForSequenceClassification(_EncoderHead):
-    head_prefixes = ("classifier.",)
-
-    def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=True)
-        self.num_labels = config.num_labels
-        self.dropout = nn.Dropout(self._dropout_p())
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
 
     def forward(
         self,
@@ -98,21 +93,40 @@ class BertForSequenceClassification(_EncoderHead):
         output_hidden_states=None,
         return_dict=None,
     ):
-        enc = self._encode(
-            output_hidden_states,
-            output_attentions,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-        )
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return self._run(inputs, (labels,), output_attentions, output_hidden_states, return_dict)
+
+    def _run(self, inputs: tuple, targets: tuple, output_attentions, output_hidden_states, return_dict):
+        """Encodes `inputs` (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, in
+        this order) and applies the head with `targets`; a tuple instead of the output when return_dict
+        is False."""
+        enc = self.bert(*inputs, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        out = self._head(enc, *targets)
+        return out if return_dict is None or return_dict else out.to_tuple()
+
+    def _head(self, enc: BaseModelOutputWithPooling, *targets):
+        """The head's layers and loss on the encoder's output; returns HF's output class."""
+        raise NotImplementedError
+
+    def _dropout_p(self) -> float:
+        c = self.config
+        return c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
+
+
+class BertForSequenceClassification(_EncoderHead):
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=True)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(self._dropout_p())
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def _head(self, enc, labels):
         logits = self.classifier(self.dropout(enc.pooler_output))  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            loss = self._loss(logits, labels)
-        out = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
-        return self._finish(out, return_dict)
+        loss = self._loss(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """HF's rule: regression for one label, cross-entropy for integer labels, BCE otherwise."""
@@ -139,8 +153,10 @@ class BertForSequenceClassification(_EncoderHead):
         if problem == "multi_label_classification":
             _check_labels("labels", labels, (B, n), None)
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        raise ValueError(f"config.problem_type {problem!r} is not one of regression, single_label_classification, "
-                         "multi_label_classification")  # fmt: skip
+        raise ValueError(
+            f"config.problem_type {problem!r} is not one of regression, single_label_classification, "
+            "multi_label_classification"
+        )
 
 
 class BertForTokenClassification(_EncoderHead):
@@ -153,35 +169,14 @@ class BertForTokenClassification(_EncoderHead):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
 
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
-        enc = self._encode(
-            output_hidden_states,
-            output_attentions,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-        )
+    def _head(self, enc, labels):
         seq = enc.last_hidden_state  # (B, S, H)
         logits = self.classifier(self.dropout(seq))  # (B, S, num_labels)
         loss = None
         if labels is not None:
             _check_labels("labels", labels, tuple(seq.shape[:2]), self.num_labels)
             loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
-        return self._finish(out, return_dict)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
 
 class BertForQuestionAnswering(_EncoderHead):
@@ -207,18 +202,16 @@ class BertForQuestionAnswering(_EncoderHead):
         return_dict=None,
     ):
         if self.num_labels != 2:
-            raise ValueError(f"BertForQuestionAnswering needs config.num_labels == 2 (start, end), got {self.num_labels}")
+            raise ValueError(
+                f"BertForQuestionAnswering needs config.num_labels == 2 (start, end), got {self.num_labels}"
+            )
         if (start_positions is None) != (end_positions is None):
             raise ValueError("pass both start_positions and end_positions, or neither")
-        enc = self._encode(
-            output_hidden_states,
-            output_attentions,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-        )
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        targets = (start_positions, end_positions)
+        return self._run(inputs, targets, output_attentions, output_hidden_states, return_dict)
+
+    def _head(self, enc, start_positions, end_positions):
         logits = self.qa_outputs(enc.last_hidden_state)  # (B, S, 2)
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))  # (B, S) each
         loss = None
@@ -234,12 +227,12 @@ class BertForQuestionAnswering(_EncoderHead):
             # As HF: positions outside the sequence are clamped to S and ignored by the loss.
             start = start_positions.reshape(B).clamp(0, S)
             end = end_positions.reshape(B).clamp(0, S)
-            loss = (F.cross_entropy(start_logits, start, ignore_index=S)
-                    + F.cross_entropy(end_logits, end, ignore_index=S)) / 2  # fmt: skip
-        out = QuestionAnsweringModelOutput(
+            start_loss = F.cross_entropy(start_logits, start, ignore_index=S)
+            end_loss = F.cross_entropy(end_logits, end, ignore_index=S)
+            loss = (start_loss + end_loss) / 2
+        return QuestionAnsweringModelOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=enc.hidden_states
         )
-        return self._finish(out, return_dict)
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -250,7 +243,7 @@ class BertPredictionHeadTransform(nn.Module):
         self.activation = config.activation
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = ops.activation(self.dense(h), self.activation)
+        h = activations.apply(self.dense(h), self.activation)
         return self.LayerNorm(h)
 
 
@@ -288,6 +281,9 @@ class BertPreTrainingHeads(nn.Module):
 class _TiedMLM:
     """Mixin: the MLM decoder shares the word embedding matrix (HF's tie_word_embeddings)."""
 
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
     def tie_weights(self) -> None:
         head = self.cls.predictions
         head.decoder.bias = head.bias
@@ -318,9 +314,6 @@ class BertForMaskedLM(_TiedMLM, _EncoderHead):
         self.cls = BertOnlyMLMHead(config)
         self.init_weights()
 
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.cls.predictions.decoder
-
     def forward(
         self,
         input_ids=None,
@@ -328,24 +321,21 @@ class BertForMaskedLM(_TiedMLM, _EncoderHead):
         token_type_ids=None,
         position_ids=None,
         inputs_embeds=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
         labels=None,
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
     ):
-        enc = self._encode(
-            output_hidden_states,
-            output_attentions,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-        )
+        _check_no_cross_attention(encoder_hidden_states, encoder_attention_mask)
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return self._run(inputs, (labels,), output_attentions, output_hidden_states, return_dict)
+
+    def _head(self, enc, labels):
         scores = self.cls.predictions(enc.last_hidden_state)  # (B, S, V)
         loss = self._mlm_loss(scores, labels) if labels is not None else None
-        out = MaskedLMOutput(loss=loss, logits=scores, hidden_states=enc.hidden_states)
-        return self._finish(out, return_dict)
+        return MaskedLMOutput(loss=loss, logits=scores, hidden_states=enc.hidden_states)
 
 
 class BertForNextSentencePrediction(_EncoderHead):
@@ -356,31 +346,10 @@ class BertForNextSentencePrediction(_EncoderHead):
         self.cls = BertOnlyNSPHead(config)
         self.init_weights()
 
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
-        enc = self._encode(
-            output_hidden_states,
-            output_attentions,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-        )
+    def _head(self, enc, labels):
         scores = self.cls.seq_relationship(enc.pooler_output)  # (B, 2): 0 = IsNext, 1 = NotNext
         loss = _nsp_loss("labels", scores, labels) if labels is not None else None
-        out = NextSentencePredictorOutput(loss=loss, logits=scores, hidden_states=enc.hidden_states)
-        return self._finish(out, return_dict)
+        return NextSentencePredictorOutput(loss=loss, logits=scores, hidden_states=enc.hidden_states)
 
 
 class BertForPreTraining(_TiedMLM, _EncoderHead):
@@ -390,9 +359,6 @@ class BertForPreTraining(_TiedMLM, _EncoderHead):
         super().__init__(config, add_pooling_layer=True)
         self.cls = BertPreTrainingHeads(config)
         self.init_weights()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.cls.predictions.decoder
 
     def forward(
         self,
@@ -407,15 +373,11 @@ class BertForPreTraining(_TiedMLM, _EncoderHead):
         output_hidden_states=None,
         return_dict=None,
     ):
-        enc = self._encode(
-            output_hidden_states,
-            output_attentions,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-        )
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        targets = (labels, next_sentence_label)
+        return self._run(inputs, targets, output_attentions, output_hidden_states, return_dict)
+
+    def _head(self, enc, labels, next_sentence_label):
         scores = self.cls.predictions(enc.last_hidden_state)  # (B, S, V)
         nsp = self.cls.seq_relationship(enc.pooler_output)  # (B, 2)
         loss = None
@@ -427,10 +389,9 @@ class BertForPreTraining(_TiedMLM, _EncoderHead):
                 _check_labels("labels", labels, tuple(scores.shape[:2]), self.config.vocab_size)
             else:
                 _check_labels("next_sentence_label", next_sentence_label.view(-1), (nsp.shape[0],), 2)
-        out = BertForPreTrainingOutput(
+        return BertForPreTrainingOutput(
             loss=loss, prediction_logits=scores, seq_relationship_logits=nsp, hidden_states=enc.hidden_states
         )
-        return self._finish(out, return_dict)
 
 
 class BertForMultipleChoice(_EncoderHead):
@@ -454,43 +415,48 @@ class BertForMultipleChoice(_EncoderHead):
         output_hidden_states=None,
         return_dict=None,
     ):
+        """Inputs are (B, C, S): every choice is encoded as one sequence of a (B * C, S) batch."""
         lead = input_ids if input_ids is not None else inputs_embeds
         if lead is None:
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         want = 3 if input_ids is not None else 4
         if lead.dim() != want:
             name = "input_ids" if input_ids is not None else "inputs_embeds"
-            raise ValueError(f"{name} must be {want}-D (batch, choices, sequence{', hidden' if want == 4 else ''}), "
-                             f"got shape {tuple(lead.shape)}")  # fmt: skip
+            raise ValueError(
+                f"{name} must be {want}-D (batch, choices, sequence{', hidden' if want == 4 else ''}), "
+                f"got shape {tuple(lead.shape)}"
+            )
         B, C, S = lead.shape[:3]
 
         def flat(name: str, t: Any, extra_dims: int = 0) -> Any:
-            """(B, C, S, ...) -> (B * C, S, ...): every choice is one sequence for the encoder."""
+            """(B, C, S, ...) -> (B * C, S, ...)."""
             if t is None:
                 return None
             if not torch.is_tensor(t):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
             if t.dim() != 3 + extra_dims or tuple(t.shape[:3]) != (B, C, S):
-                raise ValueError(f"{name} must have shape {(B, C, S)}{' + (hidden,)' if extra_dims else ''}, "
-                                 f"got {tuple(t.shape)}")  # fmt: skip
+                raise ValueError(
+                    f"{name} must have shape {(B, C, S)}{' + (hidden,)' if extra_dims else ''}, got {tuple(t.shape)}"
+                )
             return t.reshape(B * C, S, *t.shape[3:])
 
-        enc = self._encode(
-            output_hidden_states,
-            output_attentions,
-            input_ids=flat("input_ids", input_ids),
-            attention_mask=flat("attention_mask", attention_mask),
-            token_type_ids=flat("token_type_ids", token_type_ids),
-            position_ids=flat("position_ids", position_ids),
-            inputs_embeds=flat("inputs_embeds", inputs_embeds, extra_dims=1),
+        inputs = (
+            flat("input_ids", input_ids),
+            flat("attention_mask", attention_mask),
+            flat("token_type_ids", token_type_ids),
+            flat("position_ids", position_ids),
+            flat("inputs_embeds", inputs_embeds, extra_dims=1),
         )
-        logits = self.classifier(self.dropout(enc.pooler_output)).view(B, C)  # (B, C)
+        return self._run(inputs, (labels, C), output_attentions, output_hidden_states, return_dict)
+
+    def _head(self, enc, labels, num_choices):
+        logits = self.classifier(self.dropout(enc.pooler_output)).view(-1, num_choices)  # (B * C, 1) -> (B, C)
+        B, C = logits.shape
         loss = None
         if labels is not None:
             _check_labels("labels", labels, (B,), C)
             loss = F.cross_entropy(logits, labels)
-        out = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
-        return self._finish(out, return_dict)
+        return MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
 
 HEADS = {

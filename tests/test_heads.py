@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -79,6 +81,34 @@ def test_native_head_matches_hf(name, tmp_path):
             continue
         scale = max(g_ref.abs().max().item(), 1e-3)
         assert_close(g / scale, g_ref / scale, 1e-5, f"{name} grad {pname} / {scale:.1e}")
+
+
+# HF (transformers 5) takes these through **kwargs; bertfast names them after HF's own parameters.
+OUTPUT_SWITCHES = ["output_attentions", "output_hidden_states", "return_dict"]
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_forward_signature_is_hfs(name):
+    """HF's parameters, names and order, so positional calls bind the same; then the output switches."""
+
+    def named(fn):
+        params = inspect.signature(fn).parameters.values()
+        return [p for p in params if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+    hf, ours = named(getattr(transformers, name).forward), named(getattr(bertfast, name).forward)
+    assert [p.name for p in ours[: len(hf)]] == [p.name for p in hf]
+    assert [p.name for p in ours[len(hf) :]] == [n for n in OUTPUT_SWITCHES if n not in {p.name for p in hf}]
+    for p in ours:
+        assert p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is None, p
+
+
+def test_masked_lm_refuses_cross_attention_inputs():
+    ours = bertfast.BertForMaskedLM(bertfast.BertConfig.from_hf(hf_model("BertForMaskedLM", seed=5).config))
+    ids, mask, _ = ragged_batch(2, 5, ours.config.vocab_size, seed=5)
+    with pytest.raises(ValueError, match="encoder_hidden_states"):
+        ours(ids, mask, None, None, None, torch.randn(2, 5, ours.config.hidden_size))
+    with pytest.raises(ValueError, match="encoder_attention_mask"):
+        ours(ids, encoder_attention_mask=mask)
 
 
 def test_sequence_classification_regression_and_multilabel():
