@@ -463,35 +463,3 @@ def batch_token_labels(
                 seen = w
     batch["labels"] = out
     return batch
-
-
-# --------------------------------------------------------------------------------- evaluation
-def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """BIO tags -> {(type, start, end_exclusive)}; an I- without a matching B- starts an entity (conlleval)."""
-    spans, cur = set(), None
-    for i, tag in enumerate(list(tags) + ["O"]):
-        kind = tag[2:] if tag[:2] in ("B-", "I-") else None
-        if cur is not None and (tag.startswith("B-") or kind != cur[0]):
-            spans.add((cur[0], cur[1], i))
-            cur = None
-        if kind is not None and cur is None:
-            cur = (kind, i)
-    return spans
-
-
-def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Entity-level precision, recall and F1 over sentences of BIO tags (exact span and type match)."""
-    if len(gold) != len(pred):
-        raise ValueError(f"pred must hold one tag list per sentence ({len(gold)}), got {len(pred)}")
-    tp = n_gold = n_pred = 0
-    for i, (g, p) in enumerate(zip(gold, pred)):
-        if len(g) != len(p):
-            raise ValueError(f"pred[{i}] must hold {len(g)} tags, got {len(p)}")
-        gs, ps = entity_spans(g), entity_spans(p)
-        tp += len(gs & ps)
-        n_gold += len(gs)
-        n_pred += len(ps)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}

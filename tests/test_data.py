@@ -371,15 +371,3 @@ def test_pretraining_batch(tok):
     specials = torch.tensor(data.special_ids_of(tok))
     assert not bool(torch.isin(b["labels"][sel], specials).any())
     assert not bool((sel & (b["attention_mask"] == 0)).any())
-
-
-# ------------------------------------------------------------------------------------ span F1
-def test_span_f1():
-    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-LOC", "I-LOC"]]
-    pred = [["B-PER", "I-PER", "O", "B-PER"], ["O", "B-LOC", "O"]]
-    # gold: PER(0,2) LOC(3,4) LOC(1,3); pred: PER(0,2) PER(3,4) LOC(1,2) -> 1 right of 3 and 3
-    m = data.span_f1(gold, pred)
-    assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(1 / 3)
-    assert m["f1"] == pytest.approx(1 / 3)
-    assert data.entity_spans(["I-LOC", "I-LOC", "B-LOC", "I-PER"]) == {("LOC", 0, 2), ("LOC", 2, 3), ("PER", 3, 4)}
-    assert data.span_f1(gold, gold)["f1"] == 1.0
