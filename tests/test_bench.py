@@ -74,8 +74,8 @@ def test_writers(tiny_report, tmp_path):
     with open(paths["md"]) as f:
         md = f.read()
     assert "| model | dtype | lengths | batch | seq | bertfast ms | hf-eager ms | hf-sdpa ms |" in md
-    assert md.count("| tiny | float32 |") == 2 * 8  # the back-to-back table and the latency table
-    assert "Latency: ms of one call followed by a synchronize" in md
+    assert md.count("| tiny | float32 |") == 8
+    assert "Latency (one call, synchronized) equals the back-to-back time on the CPU" in md
     assert "Weights of tiny: random" in md
     assert "F.linear GFLOP/s: float32" in md and "bertfast useful GFLOP/s (% peak)" in md  # one unit for both
     with open(paths["png"], "rb") as f:
@@ -220,6 +220,7 @@ def test_best_peer_is_the_fastest_non_bertfast_engine():
                        for r in rows], "skipped": []}  # fmt: skip
     md = bench.markdown(rep)
     assert "| torch-compile-cudagraphs | 1.60x (bertfast-graphs) |" in md
+    assert "Latency: ms of one call followed by a synchronize" in md and md.count("| m | float16 | fixed | 1 | 8 |") == 2
 
 
 def test_ceiling_raised_to_the_best_measured_not_clamped():

@@ -69,7 +69,7 @@ def options_from_args(args: argparse.Namespace):
         opts.engines = _flatten(args.engines)
     if args.varlen is not None:
         opts.varlen = [v if v.startswith("varlen-") else f"varlen-{v}" for v in _flatten(args.varlen) if v != "none"]
-    for name in ("threads", "target_s", "minilm_dir", "st", "st_sentences", "runtime_timeout_s"):
+    for name in ("n_sets", "threads", "target_s", "minilm_dir", "st", "st_sentences", "runtime_timeout_s"):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
     if args.st_batch_size:
@@ -123,6 +123,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--varlen", nargs="+", action="append",
                    help="variable-length workloads: uniform bimodal sentences, or none (default: all three)")
     b.add_argument("--target-s", type=float, default=None, help="timed seconds per engine per case")
+    b.add_argument("--n-sets", type=int, default=None,
+                   help="input sets rotated per case (default 4; each new padded shape is a compile for torch.compile)")
     b.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     b.add_argument("--quick", action="store_true",
                    help="a small run (minilm, batch 1 8, seq 16 128, uniform and sentence lengths at 128)")

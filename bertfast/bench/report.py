@@ -129,6 +129,8 @@ def _speed_tables(report: dict) -> list[str]:
                     _fmt(bf["max_abs_err"], ".1e"),
                 ]
         lines.append("| " + " | ".join(cells) + " |")
+    if report.get("device_type") == "cpu":
+        return lines + ["", "Latency (one call, synchronized) equals the back-to-back time on the CPU: the same samples."]
     lines += ["", "Latency: ms of one call followed by a synchronize, from an idle device.", ""]
     head = ["model", "dtype", "lengths", "batch", "seq"] + [f"{e} ms" for e in engines]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -172,7 +174,8 @@ def _st_table(st: dict) -> list[str]:
 
 
 def _runtime_lines(rt: dict) -> list[str]:
-    lines = ["", f"## Runtime (each figure from a fresh process; {rt.get('model', '')} {rt.get('dtype', '')})", ""]
+    lines = ["", f"## Runtime: each figure from a fresh process, {rt.get('dtype', '')} (cold start, new bucket, host "
+             f"time: {rt.get('model', '')}; replay rate, threads: {rt.get('replay_model', '')})", ""]  # fmt: skip
     for key in ("cold_start_s", "new_bucket_s", "replay_rate", "host_us_per_call", "threads_ok"):
         lines.append(f"- `{key}`: {json.dumps(rt.get(key), default=str)}")
     if rt.get("method"):
@@ -261,7 +264,9 @@ def merge_reports(prior: dict, new: dict) -> dict:
     the profile, sentence-transformers and runtime sections of `new` replace prior's where present."""
     if prior.get("device") != new.get("device"):
         raise ValueError(f"cannot merge reports of different devices: {prior.get('device')!r} and {new.get('device')!r}")
-    key = lambda r: (r["model"], r["engine"], r["dtype"], r["batch"], r["seq"], r["lengths"], r["cuda_graphs"])
+    def key(r: dict) -> tuple:
+        return (r["model"], r["engine"], r["dtype"], r["batch"], r["seq"], r["lengths"], r["cuda_graphs"])
+
     fresh = {key(r) for r in new["results"]}
     out = dict(prior)
     out["results"] = [r for r in prior["results"] if key(r) not in fresh] + new["results"]
