@@ -57,7 +57,3 @@ def ragged_batch(batch: int, seqlen: int, vocab: int, seed: int, pairs: bool = T
         types = ((torch.arange(seqlen)[None, :] >= split[:, None]) & mask.bool()).long()
     ids = ids * mask.long()  # padding id 0 at padded positions, as tokenizers do
     return ids, mask, types
-
-
-def real_positions(mask: torch.Tensor) -> torch.Tensor:
-    return mask.bool()

@@ -9,7 +9,12 @@ import torch
 
 import bertfast
 
-from .helpers import MODEL_ATOL_FP32, assert_close
+from .helpers import (
+    GRAD_ATOL_FP32_RELATIVE,
+    LOSS_ATOL_FP32,
+    MODEL_ATOL_FP32,
+    assert_close,
+)
 from .models import hf_model, ragged_batch
 from .test_model_hf import compare_outputs
 
@@ -80,7 +85,7 @@ def test_native_head_matches_hf(name, tmp_path):
             assert g is None or torch.all(g == 0), pname
             continue
         scale = max(g_ref.abs().max().item(), 1e-3)
-        assert_close(g / scale, g_ref / scale, 1e-5, f"{name} grad {pname} / {scale:.1e}")
+        assert_close(g / scale, g_ref / scale, GRAD_ATOL_FP32_RELATIVE, f"{name} grad {pname} / {scale:.1e}")
 
 
 # HF (transformers 5) takes these through **kwargs; bertfast names them after HF's own parameters.
@@ -122,7 +127,7 @@ def test_sequence_classification_regression_and_multilabel():
             a = ours(ids, attention_mask=mask, token_type_ids=types, labels=labels)
             b = ref(ids, attention_mask=mask, token_type_ids=types, labels=labels)
         assert_close(a.logits, b.logits, MODEL_ATOL_FP32, "logits")
-        assert_close(a.loss, b.loss, 1e-6, f"loss ({ours.config.problem_type})")
+        assert_close(a.loss, b.loss, LOSS_ATOL_FP32, f"loss ({ours.config.problem_type})")
 
 
 def test_mlm_decoder_is_tied_to_word_embeddings(tmp_path):

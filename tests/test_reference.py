@@ -8,7 +8,7 @@ import torch
 from bertfast.config import BertConfig
 from bertfast.reference import bert_ref
 
-from .helpers import assert_close
+from .helpers import FP64_ATOL, assert_close
 from .models import hf_model, ragged_batch
 
 transformers = pytest.importorskip("transformers")
@@ -24,7 +24,7 @@ def test_reference_matches_hf_in_fp64(act):
     with torch.no_grad():
         out = ref(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
     m = mask.bool()
-    assert_close(seq[m], out.last_hidden_state[m], 1e-10, "sequence output")
-    assert_close(pooled, out.pooler_output, 1e-10, "pooled output")
+    assert_close(seq[m], out.last_hidden_state[m], FP64_ATOL, "sequence output")
+    assert_close(pooled, out.pooler_output, FP64_ATOL, "pooled output")
     for i, (a, b) in enumerate(zip(hidden, out.hidden_states)):
-        assert_close(a[m], b[m], 1e-10, f"hidden state {i}")
+        assert_close(a[m], b[m], FP64_ATOL, f"hidden state {i}")
