@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +35,7 @@ WORDS = ["the", "river", "bank", "apple", "model", "fast", "slow", "tokens", "pa
 
 def random_texts(rng: np.random.Generator, n: int) -> list[str]:
     """n fresh sentences of 1..24 words (odd lengths, repeated words, some unicode)."""
-    return [
-        " ".join(rng.choice(WORDS, size=int(rng.integers(1, 25)))) for _ in range(n)
-    ]
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 25)))) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +51,12 @@ def read_output(path) -> pa.Table:
 
 def embeddings(table: pa.Table) -> np.ndarray:
     col = table.column("embedding").combine_chunks()  # fixed_size_list<float32>[dim]
-    return np.array(col.flatten().to_numpy()).reshape(
-        len(table), col.type.list_size
-    )  # (n, dim)
+    return np.array(col.flatten().to_numpy()).reshape(len(table), col.type.list_size)  # (n, dim)
 
 
-def assert_same_vectors(
-    table: pa.Table, encoder: SentenceEncoder, texts: list[str], what: str
-) -> None:
+def assert_same_vectors(table: pa.Table, encoder: SentenceEncoder, texts: list[str], what: str) -> None:
     ref = encoder.encode(texts, batch_size=64)  # (n, dim)
-    assert_close(
-        torch.from_numpy(embeddings(table)), torch.from_numpy(ref), EMBED_ATOL, what
-    )
+    assert_close(torch.from_numpy(embeddings(table)), torch.from_numpy(ref), EMBED_ATOL, what)
 
 
 def assert_schema(table: pa.Table, text_column: str = "text") -> None:
@@ -92,9 +86,7 @@ def test_txt_matches_encode(tmp_path, minilm_dir, encoder):
             lines.append(" \t " if rng.random() < 0.5 else "")
         ids.append(len(lines))
         lines.append(t)
-    (tmp_path / "in.txt").write_text(
-        "\r\n".join(lines), encoding="utf-8"
-    )  # CRLF, no final newline
+    (tmp_path / "in.txt").write_text("\r\n".join(lines), encoding="utf-8")  # CRLF, no final newline
 
     summary = embed_corpus(
         tmp_path / "in.txt",
@@ -110,26 +102,15 @@ def test_txt_matches_encode(tmp_path, minilm_dir, encoder):
     assert table.column("text").to_pylist() == texts
     assert_same_vectors(table, encoder, texts, "txt")
     shards = -(-len(lines) // 61)
-    assert (
-        summary["complete"]
-        and summary["shards"] == shards
-        and summary["shards_computed"] == shards
-    )
+    assert summary["complete"] and summary["shards"] == shards and summary["shards_computed"] == shards
     assert summary["rows"] == len(texts) and summary["input_rows"] == len(lines)
     assert sorted(n for n in os.listdir(tmp_path / "out") if n.startswith("part-")) == [
         f"part-{k:05d}.parquet" for k in range(shards)
     ]
     assert (tmp_path / "out" / SUCCESS).exists() and no_temp_files(tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
-    assert (
-        manifest["dim"] == DIM
-        and manifest["shard_size"] == 61
-        and manifest["rows_written"] == len(texts)
-    )
-    assert (
-        manifest["input"]["size"] == os.path.getsize(tmp_path / "in.txt")
-        and manifest["normalize"] is True
-    )
+    assert manifest["dim"] == DIM and manifest["shard_size"] == 61 and manifest["rows_written"] == len(texts)
+    assert manifest["input"]["size"] == os.path.getsize(tmp_path / "in.txt") and manifest["normalize"] is True
     assert len(manifest["finished"]) == shards
 
 
@@ -147,9 +128,7 @@ def test_jsonl_matches_encode_with_hash_through_cli(tmp_path, minilm_dir, encode
                 + "\n"
             )
             if i == 40:
-                f.write(
-                    "\n"
-                )  # a blank line: skipped, the ids after it are line numbers
+                f.write("\n")  # a blank line: skipped, the ids after it are line numbers
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--model", minilm_dir,
@@ -160,15 +139,11 @@ def test_jsonl_matches_encode_with_hash_through_cli(tmp_path, minilm_dir, encode
     table = read_output(tmp_path / "out")
     assert_schema(table, "text_sha256")
     assert table.column("id").to_pylist() == list(range(41)) + list(range(42, 98))
-    assert table.column("text_sha256").to_pylist() == [
-        hashlib.sha256(t.encode()).hexdigest() for t in texts
-    ]
+    assert table.column("text_sha256").to_pylist() == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     assert_same_vectors(table, encoder, texts, "jsonl")
 
 
-def test_parquet_matches_encode_on_two_devices(
-    tmp_path, minilm_dir, encoder, monkeypatch
-):
+def test_parquet_matches_encode_on_two_devices(tmp_path, minilm_dir, encoder, monkeypatch):
     """Two encoders on two worker threads (two 'devices', both the CPU here): every shard once."""
     rng = np.random.default_rng()
     texts = random_texts(rng, 151)
@@ -188,6 +163,30 @@ def test_parquet_matches_encode_on_two_devices(
     assert table.column("text").to_pylist() == texts
     assert_same_vectors(table, encoder, texts, "parquet")
     assert summary["shards_computed"] == 6 and summary["engine"] == "local (cpu, cpu)"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_unless_quiet(tmp_path, minilm_dir, monkeypatch):
+    (tmp_path / "in.txt").write_text("\n".join(random_texts(np.random.default_rng(), 11)), encoding="utf-8")
+    for quiet in (False, True):
+        term = FakeTerminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        embed_corpus(
+            tmp_path / "in.txt",
+            tmp_path / f"out-{quiet}",
+            model_dir=minilm_dir,
+            shard_size=4,
+            quiet=quiet,
+        )
+        monkeypatch.undo()
+        if quiet:
+            assert term.getvalue() == ""
+        else:
+            assert "11/11" in term.getvalue(), term.getvalue()
 
 
 # ---- resumption ------------------------------------------------------------------------------------------
@@ -212,9 +211,7 @@ class EncodeSpy:
         return self
 
 
-def test_interrupted_run_resumes_without_duplicates(
-    tmp_path, minilm_dir, encoder, monkeypatch
-):
+def test_interrupted_run_resumes_without_duplicates(tmp_path, minilm_dir, encoder, monkeypatch):
     rng = np.random.default_rng()
     texts = random_texts(rng, 171)
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
@@ -225,9 +222,7 @@ def test_interrupted_run_resumes_without_duplicates(
     with pytest.raises(RuntimeError, match="injected failure"):
         embed_corpus(tmp_path / "in.txt", out, **kw)
     names = sorted(os.listdir(out))
-    assert names == ["_manifest.json", "part-00000.parquet", "part-00001.parquet"], (
-        names
-    )
+    assert names == ["_manifest.json", "part-00000.parquet", "part-00001.parquet"], names
     assert sorted(json.loads((out / MANIFEST).read_text())["finished"]) == ["0", "1"]
     kept = {n: os.stat(out / n).st_mtime_ns for n in names if n.startswith("part-")}
     # What a killed process leaves: a temp file, and a shard renamed into place but never recorded.
@@ -237,52 +232,30 @@ def test_interrupted_run_resumes_without_duplicates(
     spy = EncodeSpy().install(monkeypatch)
     summary = embed_corpus(tmp_path / "in.txt", out, **kw)
 
-    assert [c for call in spy.calls for c in call] == texts[
-        2 * 37 :
-    ]  # only the missing shards, once each
-    assert (
-        summary["shards_skipped"] == 2
-        and summary["shards_computed"] == 3
-        and summary["complete"]
-    )
+    assert [c for call in spy.calls for c in call] == texts[2 * 37 :]  # only the missing shards, once each
+    assert summary["shards_skipped"] == 2 and summary["shards_computed"] == 3 and summary["complete"]
     assert {n: os.stat(out / n).st_mtime_ns for n in kept} == kept
     table = read_output(out)
-    assert table.column("id").to_pylist() == list(
-        range(171)
-    )  # no row twice, none missing
+    assert table.column("id").to_pylist() == list(range(171))  # no row twice, none missing
     assert_same_vectors(table, encoder, texts, "resumed")
     assert (out / SUCCESS).exists() and no_temp_files(out)
 
     # A complete directory: a rerun computes nothing, never loads or calls the model.
     EncodeSpy(fail_on=1).install(monkeypatch)
     again = embed_corpus(tmp_path / "in.txt", out, **kw)
-    assert (
-        again["shards_computed"] == 0
-        and again["shards_skipped"] == 5
-        and again["complete"]
-    )
+    assert again["shards_computed"] == 0 and again["shards_skipped"] == 5 and again["complete"]
 
 
-def test_rerun_with_other_settings_is_refused_unless_overwrite(
-    tmp_path, minilm_dir, encoder
-):
+def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path, minilm_dir, encoder):
     texts = random_texts(np.random.default_rng(), 23)
     (tmp_path / "in.txt").write_text("\n".join(texts), encoding="utf-8")
     out = tmp_path / "out"
-    embed_corpus(
-        tmp_path / "in.txt", out, model_dir=minilm_dir, shard_size=10, quiet=True
-    )
+    embed_corpus(tmp_path / "in.txt", out, model_dir=minilm_dir, shard_size=10, quiet=True)
     with pytest.raises(ValueError, match=r"shard_size: was 10, now 7"):
-        embed_corpus(
-            tmp_path / "in.txt", out, model_dir=minilm_dir, shard_size=7, quiet=True
-        )
-    (tmp_path / "in.txt").write_text(
-        "\n".join(texts[:-1]), encoding="utf-8"
-    )  # the input changed
+        embed_corpus(tmp_path / "in.txt", out, model_dir=minilm_dir, shard_size=7, quiet=True)
+    (tmp_path / "in.txt").write_text("\n".join(texts[:-1]), encoding="utf-8")  # the input changed
     with pytest.raises(ValueError, match=r"output_dir .* other settings \(input:"):
-        embed_corpus(
-            tmp_path / "in.txt", out, model_dir=minilm_dir, shard_size=10, quiet=True
-        )
+        embed_corpus(tmp_path / "in.txt", out, model_dir=minilm_dir, shard_size=10, quiet=True)
 
     summary = embed_corpus(
         tmp_path / "in.txt",
@@ -294,18 +267,14 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(
     )
 
     assert summary["shards_computed"] == 4 and summary["shards_skipped"] == 0
-    assert sorted(n for n in os.listdir(out) if n.startswith("part-")) == [
-        f"part-{k:05d}.parquet" for k in range(4)
-    ]
+    assert sorted(n for n in os.listdir(out) if n.startswith("part-")) == [f"part-{k:05d}.parquet" for k in range(4)]
     table = read_output(out)
     assert table.column("id").to_pylist() == list(range(22))
     assert_same_vectors(table, encoder, texts[:-1], "overwritten")
 
 
 def test_failure_before_any_shard_leaves_nothing(tmp_path, minilm_dir, monkeypatch):
-    (tmp_path / "in.txt").write_text(
-        "\n".join(random_texts(np.random.default_rng(), 5)), encoding="utf-8"
-    )
+    (tmp_path / "in.txt").write_text("\n".join(random_texts(np.random.default_rng(), 5)), encoding="utf-8")
     EncodeSpy(fail_on=1).install(monkeypatch)
     with pytest.raises(RuntimeError, match="injected failure"):
         embed_corpus(
@@ -324,9 +293,7 @@ def test_ray_scratch_adopts_only_complete_shards(tmp_path):
     staged, scratch = {}, tmp_path / "out" / SCRATCH
     for k in range(3):
         staged[k] = str(tmp_path / f"staged-{k}.parquet")
-        pq.write_table(
-            pa.table({"id": pa.array(range(10 * k, 10 * k + 9), pa.int64())}), staged[k]
-        )
+        pq.write_table(pa.table({"id": pa.array(range(10 * k, 10 * k + 9), pa.int64())}), staged[k])
         (scratch / f"shard={k}").mkdir(parents=True)
     pq.write_table(
         pa.table({"id": pa.array([10 * 0 + i for i in (4, 5, 6, 7, 8)], pa.int64())}),
@@ -340,9 +307,7 @@ def test_ray_scratch_adopts_only_complete_shards(tmp_path):
         pa.table({"id": pa.array(range(10, 19), pa.int64())}),
         scratch / "shard=1" / "a.parquet",
     )
-    (scratch / "shard=1" / "b.parquet").write_bytes(
-        b"PAR1 cut short"
-    )  # a writer killed mid-file
+    (scratch / "shard=1" / "b.parquet").write_bytes(b"PAR1 cut short")  # a writer killed mid-file
     pq.write_table(
         pa.table({"id": pa.array(range(20, 28), pa.int64())}),
         scratch / "shard=2" / "a.parquet",
@@ -426,9 +391,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("name", "content", "kwargs", "error", "message"), BAD_INPUTS,
                          ids=[f"{b[0]}-{b[4][:18]}" for b in BAD_INPUTS])  # fmt: skip
-def test_bad_input_is_a_clear_error_and_writes_nothing(
-    tmp_path, minilm_dir, name, content, kwargs, error, message
-):
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, minilm_dir, name, content, kwargs, error, message):
     path = tmp_path / name
     if content == "parquet":
         _write_bad_parquet(path)
@@ -460,15 +423,11 @@ def test_bad_arguments(tmp_path, minilm_dir):
                 **{"model_dir": minilm_dir, **kwargs},
             )
         assert not (tmp_path / "out").exists()
-    with pytest.raises(
-        ValueError, match=r"output_dir .*file.* exists and is not a directory"
-    ):
+    with pytest.raises(ValueError, match=r"output_dir .*file.* exists and is not a directory"):
         embed_corpus(tmp_path / "in.txt", tmp_path / "file", model_dir=minilm_dir)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "part-00000.parquet").write_bytes(b"someone else's")
-    with pytest.raises(
-        ValueError, match=r"holds part-\* shards but no _manifest\.json"
-    ):
+    with pytest.raises(ValueError, match=r"holds part-\* shards but no _manifest\.json"):
         embed_corpus(tmp_path / "in.txt", tmp_path / "other", model_dir=minilm_dir)
     assert os.listdir(tmp_path / "other") == ["part-00000.parquet"]
 
@@ -476,26 +435,12 @@ def test_bad_arguments(tmp_path, minilm_dir):
 def test_cli_reports_bad_input_and_missing_ray(tmp_path, capsys, monkeypatch):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert (
-        run_cli(
-            parser.parse_args([str(tmp_path / "absent.txt"), str(tmp_path / "out")])
-        )
-        == 2
-    )
+    assert run_cli(parser.parse_args([str(tmp_path / "absent.txt"), str(tmp_path / "out")])) == 2
     assert "input_path" in capsys.readouterr().err
 
     (tmp_path / "in.txt").write_text("a\n", encoding="utf-8")
-    monkeypatch.setitem(
-        __import__("sys").modules, "ray", None
-    )  # as if Ray were not installed
-    assert (
-        run_cli(
-            parser.parse_args(
-                [str(tmp_path / "in.txt"), str(tmp_path / "out"), "--ray", "auto"]
-            )
-        )
-        == 2
-    )
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
+    assert run_cli(parser.parse_args([str(tmp_path / "in.txt"), str(tmp_path / "out"), "--ray", "auto"])) == 2
     assert "pip install 'bertfast[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -543,10 +488,6 @@ def test_ray_local_mode_matches_encode(tmp_path, minilm_dir, encoder):
     assert table.column("id").to_pylist() == list(range(67))
     assert table.column("text").to_pylist() == texts
     assert_same_vectors(table, encoder, texts, "ray")
-    assert (
-        summary["complete"]
-        and summary["shards_computed"] == 3
-        and summary["engine"] == "ray (auto)"
-    )
+    assert summary["complete"] and summary["shards_computed"] == 3 and summary["engine"] == "ray (auto)"
     assert sorted(n for n in os.listdir(tmp_path / "out")) == ["_SUCCESS", "_manifest.json",
                                                                "part-00000", "part-00001", "part-00002"]  # fmt: skip

@@ -41,11 +41,7 @@ def _model_facts(model_dir: str | os.PathLike | None) -> tuple[str, int, bool]:
     from ..config import BertConfig
     from ..sentence import PoolingSpec, default_model_dir
 
-    path = (
-        os.path.abspath(os.fspath(model_dir))
-        if model_dir is not None
-        else default_model_dir()
-    )
+    path = os.path.abspath(os.fspath(model_dir)) if model_dir is not None else default_model_dir()
     if not os.path.isdir(path):
         raise ValueError(f"model_dir {path!r} is not a directory")
     config = BertConfig.from_pretrained(path)
@@ -61,13 +57,8 @@ def _progress(corpus: CorpusInput, shard_size: int, out: OutputDir, quiet: bool)
         from tqdm import tqdm
     except ImportError:
         return None
-    done = sum(
-        min((k + 1) * shard_size, corpus.num_rows) - k * shard_size
-        for k in out.finished
-    )
-    return tqdm(
-        total=corpus.num_rows, initial=done, unit="row", desc="embed", smoothing=0.1
-    )
+    done = sum(min((k + 1) * shard_size, corpus.num_rows) - k * shard_size for k in out.finished)
+    return tqdm(total=corpus.num_rows, initial=done, unit="row", desc="embed", smoothing=0.1)
 
 
 def embed_corpus(
@@ -138,9 +129,7 @@ def embed_corpus(
     out = OutputDir.open(output_dir, manifest, overwrite=overwrite)
     already = len(out.finished)
     skip = frozenset(out.finished)
-    todo = (
-        s for s in iter_shards(corpus, shard_size, skip) if not out.is_finished(s.index)
-    )
+    todo = (s for s in iter_shards(corpus, shard_size, skip) if not out.is_finished(s.index))
     bar = _progress(corpus, shard_size, out, quiet)
 
     def on_done(k: int) -> None:
@@ -207,9 +196,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=64,
+        metavar="N",
         help="sentences per forward pass (default: 64)",
     )
-    p.add_argument("--shard-size", type=int, default=10_000,
+    p.add_argument("--shard-size", type=int, default=10_000, metavar="N",
                    help="input rows per output shard, the unit a rerun skips (default: 10000)")  # fmt: skip
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto: every local GPU, else the CPU (default); cuda: every GPU; cpu")  # fmt: skip
@@ -221,20 +211,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run on Ray Data: 'auto' joins a running cluster or starts a local one; or a cluster "
-                   f"address such as ray://head:10001 (needs {'pip install bertfast[ray]'!r})")  # fmt: skip
+                   "address such as ray://head:10001 (needs: pip install 'bertfast[ray]')")  # fmt: skip
     text = p.add_mutually_exclusive_group()
     text.add_argument("--store-text", dest="store", action="store_const", const="text", default="text",
                       help="keep each text in a 'text' column (default)")  # fmt: skip
     text.add_argument("--store-hash", dest="store", action="store_const", const="hash",
                       help="keep the SHA-256 of each text (hex, column 'text_sha256') instead of the text")  # fmt: skip
-    p.add_argument(
-        "--normalize", action="store_true", help="L2-normalize the embeddings"
-    )
+    p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an OUTPUT_DIR written with other input or settings instead of stopping")  # fmt: skip
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress bar and no summary line"
-    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
 
 
 def run_cli(args: argparse.Namespace) -> int:

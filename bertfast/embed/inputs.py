@@ -44,9 +44,7 @@ class CorpusInput:
     key: str | None  # the jsonl field or the parquet column; None for txt
     size: int
     mtime_ns: int
-    num_rows: (
-        int  # input rows: lines for txt/jsonl (blank ones included), rows for parquet
-    )
+    num_rows: int  # input rows: lines for txt/jsonl (blank ones included), rows for parquet
 
     def num_shards(self, shard_size: int) -> int:
         return -(-self.num_rows // shard_size)
@@ -57,18 +55,14 @@ class CorpusInput:
                 "mtime_ns": self.mtime_ns, "rows": self.num_rows}  # fmt: skip
 
 
-def open_input(
-    input_path: str | os.PathLike, *, field: str = "text", column: str = "text"
-) -> CorpusInput:
+def open_input(input_path: str | os.PathLike, *, field: str = "text", column: str = "text") -> CorpusInput:
     """Check the input before anything is written: it exists, is readable, has a known format, the
     field/column is there, and it holds at least one text. Raises FileNotFoundError / ValueError."""
     path = os.path.abspath(os.fspath(input_path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"input_path {path!r} does not exist")
     if os.path.isdir(path):
-        raise ValueError(
-            f"input_path {path!r} is a directory; give one .txt, .jsonl or .parquet file"
-        )
+        raise ValueError(f"input_path {path!r} is a directory; give one .txt, .jsonl or .parquet file")
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise ValueError(
@@ -110,23 +104,13 @@ def _check_parquet(path: str, column: str) -> int:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        raise ValueError(
-            f"input_path {path!r} is not a readable Parquet file: {e}"
-        ) from None
+        raise ValueError(f"input_path {path!r} is not a readable Parquet file: {e}") from None
     schema = pf.schema_arrow
     if column not in schema.names:
-        raise ValueError(
-            f"column {column!r} is not in {path!r}; its columns are {schema.names}"
-        )
+        raise ValueError(f"column {column!r} is not in {path!r}; its columns are {schema.names}")
     kind = schema.field(column).type
-    if not (
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_string_view(kind)
-    ):
-        raise ValueError(
-            f"column {column!r} of {path!r} has type {kind}, expected a string column"
-        )
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+        raise ValueError(f"column {column!r} of {path!r} has type {kind}, expected a string column")
     return pf.metadata.num_rows
 
 
@@ -140,9 +124,7 @@ def _has_a_text(corpus: CorpusInput) -> bool:
     return False
 
 
-def iter_shards(
-    corpus: CorpusInput, shard_size: int, skip: frozenset[int] = frozenset()
-) -> Iterator[Shard]:
+def iter_shards(corpus: CorpusInput, shard_size: int, skip: frozenset[int] = frozenset()) -> Iterator[Shard]:
     """Every shard of the input in order; shards in `skip` are passed over without parsing their rows."""
     if corpus.format == "parquet":
         yield from _parquet_shards(corpus, shard_size, skip)
@@ -150,9 +132,7 @@ def iter_shards(
         yield from _line_shards(corpus, shard_size, skip)
 
 
-def _line_shards(
-    corpus: CorpusInput, shard_size: int, skip: frozenset[int]
-) -> Iterator[Shard]:
+def _line_shards(corpus: CorpusInput, shard_size: int, skip: frozenset[int]) -> Iterator[Shard]:
     k, ids, texts = 0, [], []
     with open(corpus.path, "rb") as f:
         for lineno, raw in enumerate(f):
@@ -173,9 +153,7 @@ def _parse_line(corpus: CorpusInput, lineno: int, raw: bytes) -> str | None:
     try:
         line = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as e:
-        raise ValueError(
-            f"input_path {corpus.path!r}: line {lineno + 1} is not UTF-8 ({e})"
-        ) from None
+        raise ValueError(f"input_path {corpus.path!r}: line {lineno + 1} is not UTF-8 ({e})") from None
     if not line.strip():
         return None
     if corpus.format == "txt":
@@ -183,14 +161,10 @@ def _parse_line(corpus: CorpusInput, lineno: int, raw: bytes) -> str | None:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ValueError(
-            f"input_path {corpus.path!r}: line {lineno + 1} is not JSON ({e})"
-        ) from None
+        raise ValueError(f"input_path {corpus.path!r}: line {lineno + 1} is not JSON ({e})") from None
     if not isinstance(record, dict) or corpus.key not in record:
         keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise ValueError(
-            f"field {corpus.key!r} is missing on line {lineno + 1} of {corpus.path!r} (it has {keys})"
-        )
+        raise ValueError(f"field {corpus.key!r} is missing on line {lineno + 1} of {corpus.path!r} (it has {keys})")
     text = record[corpus.key]
     if not isinstance(text, str):
         raise TypeError(
@@ -199,24 +173,16 @@ def _parse_line(corpus: CorpusInput, lineno: int, raw: bytes) -> str | None:
     return text
 
 
-def _parquet_shards(
-    corpus: CorpusInput, shard_size: int, skip: frozenset[int]
-) -> Iterator[Shard]:
+def _parquet_shards(corpus: CorpusInput, shard_size: int, skip: frozenset[int]) -> Iterator[Shard]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(corpus.path)
     k, row, texts = 0, 0, []
-    for batch in pf.iter_batches(
-        batch_size=min(shard_size, 65536), columns=[corpus.key]
-    ):
+    for batch in pf.iter_batches(batch_size=min(shard_size, 65536), columns=[corpus.key]):
         col = batch.column(0)
         if col.null_count:
-            first = row + int(
-                np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]
-            )
-            raise ValueError(
-                f"column {corpus.key!r} of {corpus.path!r} has a null at row {first}"
-            )
+            first = row + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"column {corpus.key!r} of {corpus.path!r} has a null at row {first}")
         values = col.to_pylist()
         while values:
             take = (k + 1) * shard_size - row  # rows still missing from shard k
@@ -234,14 +200,10 @@ def _parquet_shards(
                 )
                 k, texts = k + 1, []
     if row > k * shard_size:
-        yield _shard(
-            k, shard_size, corpus.num_rows, list(range(k * shard_size, row)), texts
-        )
+        yield _shard(k, shard_size, corpus.num_rows, list(range(k * shard_size, row)), texts)
 
 
-def _shard(
-    k: int, shard_size: int, num_rows: int, ids: list[int], texts: list[str]
-) -> Shard:
+def _shard(k: int, shard_size: int, num_rows: int, ids: list[int], texts: list[str]) -> Shard:
     start, stop = k * shard_size, min((k + 1) * shard_size, num_rows)
     if not texts:
         ids = []  # a skipped shard, or one whose lines were all blank

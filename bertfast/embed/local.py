@@ -38,16 +38,12 @@ def torch_dtype(name: str | None):
 def load_encoder(settings: EncodeSettings, device: str):
     from ..sentence import SentenceEncoder
 
-    return SentenceEncoder.from_pretrained(
-        settings.model_dir, device=device, dtype=torch_dtype(settings.dtype)
-    )
+    return SentenceEncoder.from_pretrained(settings.model_dir, device=device, dtype=torch_dtype(settings.dtype))
 
 
 def embed_texts(encoder, texts: list[str], settings: EncodeSettings) -> np.ndarray:
     """n texts -> (n, dim) float32, exactly `encoder.encode`'s vectors (L2-normalized when asked)."""
-    emb = np.asarray(
-        encoder.encode(texts, batch_size=settings.batch_size), dtype=np.float32
-    )  # (n, dim)
+    emb = np.asarray(encoder.encode(texts, batch_size=settings.batch_size), dtype=np.float32)  # (n, dim)
     if settings.normalize:
         norms = np.linalg.norm(emb, axis=1, keepdims=True)  # (n, 1)
         emb = emb / np.maximum(norms, 1e-12)
@@ -68,9 +64,7 @@ def local_devices(device: str) -> list[str]:
         return [device]
     if n == 0:
         if device == "cuda":
-            raise ValueError(
-                "device 'cuda': no CUDA device is available here (use 'cpu' or 'auto')"
-            )
+            raise ValueError("device 'cuda': no CUDA device is available here (use 'cpu' or 'auto')")
         return ["cpu"]
     return [f"cuda:{i}" for i in range(n)]
 
@@ -78,11 +72,7 @@ def local_devices(device: str) -> list[str]:
 def _on_device(device: str):
     import torch
 
-    return (
-        torch.cuda.device(torch.device(device))
-        if device.startswith("cuda")
-        else contextlib.nullcontext()
-    )
+    return torch.cuda.device(torch.device(device)) if device.startswith("cuda") else contextlib.nullcontext()
 
 
 def run_local(

@@ -74,9 +74,7 @@ class ShardEmbedder:
         texts = batch.column("text").to_pylist()
         emb = embed_texts(self.encoder, texts, self.settings)  # (n, dim)
         table = shard_table(ids, texts, emb, self.settings.text_column)
-        return table.append_column(
-            "shard", pa.array(ids // self.shard_size, type=pa.int64())
-        )
+        return table.append_column("shard", pa.array(ids // self.shard_size, type=pa.int64()))
 
 
 def connect(address: str, quiet: bool):
@@ -84,8 +82,14 @@ def connect(address: str, quiet: bool):
     else a new local Ray; anything else is a cluster address. Reuses a Ray already initialised."""
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=None if address == "auto" else address, include_dashboard=False,
-                 log_to_driver=not quiet)  # fmt: skip
+        if address.startswith("ray://"):  # Ray Client: the cluster's own settings apply
+            ray.init(address=address)
+        else:
+            ray.init(
+                address=None if address == "auto" else address,
+                include_dashboard=False,
+                log_to_driver=not quiet,
+            )
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
     return ray
 
@@ -98,9 +102,7 @@ def actor_pool(ray, device: str) -> dict:
         return {"concurrency": gpus, "num_gpus": 1, "num_cpus": 1 if cpus > gpus else 0, "device": "cuda",
                 "threads": None}  # fmt: skip
     if device not in ("auto", "cpu"):
-        raise ValueError(
-            f"device {device!r}: the Ray cluster has no GPU (use 'cpu' or 'auto')"
-        )
+        raise ValueError(f"device {device!r}: the Ray cluster has no GPU (use 'cpu' or 'auto')")
     if cpus < 2:
         return {
             "concurrency": 1,
@@ -131,18 +133,14 @@ def stage(shards: Iterable[Shard], out: OutputDir, dim: int, settings: EncodeSet
             on_done(shard.index)
             continue
         path = os.path.join(folder, f"shard-{shard.index:05d}.parquet")
-        if not os.path.exists(
-            path
-        ):  # staged by an earlier attempt on the same input (the manifest matched)
+        if not os.path.exists(path):  # staged by an earlier attempt on the same input (the manifest matched)
             write_table_atomic(pa.table({"id": pa.array(shard.ids, pa.int64()), "text": pa.array(shard.texts, pa.string())}),
                                path)  # fmt: skip
         staged[shard.index] = path
     return staged
 
 
-def adopt_finished(
-    out: OutputDir, staged: dict[int, str], on_done: Callable[[int], None]
-) -> None:
+def adopt_finished(out: OutputDir, staged: dict[int, str], on_done: Callable[[int], None]) -> None:
     """Move every complete `_ray_scratch/shard=K/` into place as `part-K/`; drop incomplete ones."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -152,11 +150,7 @@ def adopt_finished(
         return
     for name in sorted(os.listdir(scratch)):
         folder = os.path.join(scratch, name)
-        k = (
-            int(name.split("=", 1)[1])
-            if name.startswith("shard=") and name[6:].isdigit()
-            else None
-        )
+        k = int(name.split("=", 1)[1]) if name.startswith("shard=") and name[6:].isdigit() else None
         if k is None or k not in staged or out.is_finished(k):
             continue
         want = pq.read_table(staged[k], columns=["id"]).column("id").to_numpy()
@@ -216,7 +210,5 @@ def run_ray(
     adopt_finished(out, staged, on_done)
     missing = [k for k in sorted(staged) if not out.is_finished(k)]
     if missing:
-        raise RuntimeError(
-            f"Ray finished, but shards {missing[:10]} came back incomplete; rerun to recompute them"
-        )
+        raise RuntimeError(f"Ray finished, but shards {missing[:10]} came back incomplete; rerun to recompute them")
     return len(out.finished) - before

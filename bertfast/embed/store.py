@@ -68,9 +68,7 @@ def shard_table(ids: np.ndarray, texts: list[str], emb: np.ndarray, text_column:
     n, dim = emb.shape
     if text_column == "text_sha256":
         texts = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-    flat = pa.array(
-        np.ascontiguousarray(emb, dtype=np.float32).reshape(n * dim), type=pa.float32()
-    )
+    flat = pa.array(np.ascontiguousarray(emb, dtype=np.float32).reshape(n * dim), type=pa.float32())
     return pa.Table.from_arrays(
         [
             pa.array(ids, type=pa.int64()),
@@ -141,9 +139,7 @@ class OutputDir:
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(
-        cls, output_dir: str | os.PathLike, settings: dict, *, overwrite: bool
-    ) -> OutputDir:
+    def open(cls, output_dir: str | os.PathLike, settings: dict, *, overwrite: bool) -> OutputDir:
         """Create OUTPUT_DIR, or reopen one left by an earlier run with the same settings.
 
         A directory written with other settings (or holding shards but no manifest) is a ValueError
@@ -161,17 +157,13 @@ class OutputDir:
         if old is not None and not overwrite:
             diff = [k for k in MATCHED_KEYS if old.get(k) != settings.get(k)]
             if diff:
-                detail = "; ".join(
-                    f"{k}: was {old.get(k)!r}, now {settings.get(k)!r}" for k in diff
-                )
+                detail = "; ".join(f"{k}: was {old.get(k)!r}, now {settings.get(k)!r}" for k in diff)
                 raise ValueError(
                     f"output_dir {path!r} holds a run with other settings ({detail}); "
                     "pass overwrite=True (--overwrite) to replace it, or choose another directory"
                 )
             out.finished = {int(k): v for k, v in old.get("finished", {}).items()}
-        elif (
-            old is None and any(n.startswith("part-") for n in theirs) and not overwrite
-        ):
+        elif old is None and any(n.startswith("part-") for n in theirs) and not overwrite:
             raise ValueError(
                 f"output_dir {path!r} holds part-* shards but no {MANIFEST}; pass overwrite=True (--overwrite) "
                 "to replace them, or choose another directory"
@@ -191,13 +183,9 @@ class OutputDir:
             with open(p, encoding="utf-8") as f:
                 data = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(
-                f"output_dir {self.path!r}: {MANIFEST} cannot be read ({e}); use --overwrite"
-            ) from None
+            raise ValueError(f"output_dir {self.path!r}: {MANIFEST} cannot be read ({e}); use --overwrite") from None
         if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
-            raise ValueError(
-                f"output_dir {self.path!r}: {MANIFEST} is not one this version wrote; use --overwrite"
-            )
+            raise ValueError(f"output_dir {self.path!r}: {MANIFEST} is not one this version wrote; use --overwrite")
         return data
 
     def _drop_leftovers(self) -> None:
@@ -208,14 +196,8 @@ class OutputDir:
             if name.endswith(".tmp") and _is_ours(name):
                 _remove(full)
             elif name.startswith("part-") and _is_ours(name) and name not in listed:
-                _remove(
-                    full
-                )  # finished by a run killed before it could record it: recomputed
-        for k in [
-            k
-            for k, v in self.finished.items()
-            if not os.path.exists(os.path.join(self.path, v["path"]))
-        ]:
+                _remove(full)  # finished by a run killed before it could record it: recomputed
+        for k in [k for k, v in self.finished.items() if not os.path.exists(os.path.join(self.path, v["path"]))]:
             del self.finished[k]  # listed but deleted since: recomputed
         if len(self.finished) < self.settings["num_shards"]:
             _remove(os.path.join(self.path, SUCCESS))
