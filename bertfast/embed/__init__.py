@@ -98,6 +98,10 @@ def embed_corpus(
         raise ValueError(f"dtype must be one of {DTYPES} or None, got {dtype!r}")
     if store not in ("text", "hash"):
         raise ValueError(f"store must be 'text' or 'hash', got {store!r}")
+    try:
+        import pyarrow.parquet  # noqa: F401  (the output format; not a core dependency)
+    except ImportError:
+        raise ImportError("bertfast embed writes Parquet and needs pyarrow: pip install 'bertfast[embed]'") from None
     if ray is not None:
         from .ray_job import import_ray
 
