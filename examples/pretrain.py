@@ -45,8 +45,9 @@ def main(argv=None):
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(0)
     # a fixed batch (fixed pairs, fixed masks) to measure the loss on the same data before and after
-    fixed = batch_pretraining(tok, nsp_pairs(docs, seed=999)[: args.fixed_size], max_length=48,
-                              generator=torch.Generator().manual_seed(999))  # fmt: skip
+    fixed = batch_pretraining(
+        tok, nsp_pairs(docs, seed=999)[: args.fixed_size], max_length=48, generator=torch.Generator().manual_seed(999)
+    )
     first = eval_loss(model, fixed)
     print(f"{sum(map(len, docs))} sentences in {len(docs)} documents; fixed-batch loss before: {first:.4f}")
     pool, epoch, running = [], 0, []
@@ -65,8 +66,7 @@ def main(argv=None):
         if step % 10 == 0:
             print(f"step {step:3d} train loss (mean of last 10) {sum(running[-10:]) / len(running[-10:]):.4f}")
     last = eval_loss(model, fixed)
-    print(f"fixed-batch loss (MLM + NSP): {first:.4f} -> {last:.4f} after {args.steps} steps, "
-          f"{time.time() - t0:.1f} s")
+    print(f"fixed-batch loss (MLM + NSP): {first:.4f} -> {last:.4f} after {args.steps} steps, {time.time() - t0:.1f} s")
     return first, last
 
 

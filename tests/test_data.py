@@ -136,8 +136,9 @@ def test_mlm_probability_edges_and_no_mask():
     candidates = mask.bool() & ~torch.isin(ids, torch.tensor([CLS, SEP, PAD, MASK]))
     assert torch.equal(labels != -100, candidates)
     # without attention_mask, [PAD] is still never selected because it is a special id
-    _, labels = data.mask_for_mlm(ids, vocab_size=VOCAB, mask_token_id=MASK, special_ids=[CLS, SEP, PAD],
-                                  probability=1.0)  # fmt: skip
+    _, labels = data.mask_for_mlm(
+        ids, vocab_size=VOCAB, mask_token_id=MASK, special_ids=[CLS, SEP, PAD], probability=1.0
+    )
     assert torch.equal(labels != -100, ~torch.isin(ids, torch.tensor([CLS, SEP, PAD])))
 
 
@@ -186,8 +187,9 @@ def test_nsp_pairs_half_half_and_consistent():
             else:
                 assert db != da, (a, b)
         # every (document, sentence) slot appears exactly once as sentence A
-        assert sorted(where[a] for a, _, _ in pairs) == sorted((d, i) for d, doc in enumerate(docs)
-                                                               for i in range(len(doc) - 1))  # fmt: skip
+        assert sorted(where[a] for a, _, _ in pairs) == sorted(
+            (d, i) for d, doc in enumerate(docs) for i in range(len(doc) - 1)
+        )
 
 
 def test_nsp_pairs_reproducible():
@@ -208,8 +210,11 @@ def test_qa_hand_checked_english(tok):
     ctx = "The Eiffel Tower is in Paris."
     # [CLS] where is the tower ? [SEP] the e ##iff ##el tower is in paris . [SEP]
     #   0     1    2  3    4   5   6    7  8   9    10    11   12 13  14   15  16
-    answers = [(ctx.index("Paris"), ctx.index("Paris") + 5), {"answer_start": 4, "text": "Eiffel Tower"},
-               (5, 8)]  # fmt: skip  # "iff", inside a word: the piece holding it
+    answers = [
+        (ctx.index("Paris"), ctx.index("Paris") + 5),
+        {"answer_start": 4, "text": "Eiffel Tower"},
+        (5, 8),  # "iff", inside a word: the piece holding it
+    ]
     b = data.batch_qa(tok, ["Where is the tower?"] * 3, [ctx] * 3, answers, max_length=64)
     assert b["start_positions"].tolist() == [14, 8, 9]
     assert b["end_positions"].tolist() == [14, 11, 9]
@@ -230,15 +235,16 @@ def test_qa_hand_checked_chinese(tok):
 def test_qa_long_context_stride_answer_in_later_window(tok):
     ctx = " ".join(f"filler{i % 10}" for i in range(60)) + " the treasure lies in zhangjiajie today ."
     s = ctx.index("zhangjiajie")
-    windows = data.qa_windows(tok, ["where is the treasure?"], [ctx], [(s, s + len("zhangjiajie"))],
-                              max_length=48, stride=16)  # fmt: skip
+    windows = data.qa_windows(
+        tok, ["where is the treasure?"], [ctx], [(s, s + len("zhangjiajie"))], max_length=48, stride=16
+    )
     assert len(windows) >= 3
     assert (windows[0].start_position, windows[0].end_position) == (0, 0)
     hits = [w for w in windows if w.start_position]
     assert hits and hits[0] is not windows[0]
     for w in hits:
-        assert tok.convert_ids_to_tokens(w.input_ids[w.start_position : w.end_position + 1]) == [
-            "zhang", "##jia", "##ji", "##e"]  # fmt: skip
+        pieces = tok.convert_ids_to_tokens(w.input_ids[w.start_position : w.end_position + 1])
+        assert pieces == ["zhang", "##jia", "##ji", "##e"]
         assert w.offsets[w.start_position][0] == s and w.offsets[w.end_position][1] == s + len("zhangjiajie")
     # consecutive windows overlap by exactly `stride` context tokens
     for w0, w1 in itertools.pairwise(windows):
@@ -281,8 +287,15 @@ def test_qa_windows_match_hf_overflow(hf_tok, trial):
         answers.append((start, end))
     max_length, stride = rng.choice([(32, 8), (40, 12), (64, 20)])
     windows = data.qa_windows(hf_tok, questions, contexts, answers, max_length=max_length, stride=stride)
-    enc = hf_tok(questions, contexts, truncation="only_second", max_length=max_length, stride=stride,
-                 return_overflowing_tokens=True, return_offsets_mapping=True)  # fmt: skip
+    enc = hf_tok(
+        questions,
+        contexts,
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
     assert len(windows) == len(enc["input_ids"])
     for i, w in enumerate(windows):
         ex = enc["overflow_to_sample_mapping"][i]
@@ -315,8 +328,9 @@ def test_token_labels_hand_checked(tok):
 
 def test_token_labels_match_hf_word_ids(hf_tok, tok):
     rng = random.Random(_fresh_seed())
-    words = [[rng.choice(WORDS + ["北", "京", "湖南", "Zhang-Wei"]) for _ in range(rng.randint(1, 20))]
-             for _ in range(12)]  # fmt: skip
+    words = [
+        [rng.choice(WORDS + ["北", "京", "湖南", "Zhang-Wei"]) for _ in range(rng.randint(1, 20))] for _ in range(12)
+    ]
     labels = [[rng.randrange(5) for _ in ws] for ws in words]
     max_length = 24
     b = data.batch_token_labels(tok, words, labels, max_length=max_length)

@@ -30,8 +30,10 @@ def labels_for(name: str, cfg, gen: torch.Generator, mask: torch.Tensor) -> dict
         lab = torch.randint(0, cfg.num_labels, (B, S), generator=gen)
         return {"labels": lab.masked_fill(mask == 0, -100)}
     if name == "BertForQuestionAnswering":
-        return {"start_positions": torch.randint(0, S, (B,), generator=gen),
-                "end_positions": torch.tensor([1, S + 3, 0, 5])}  # one out of range: ignored, as HF does  # fmt: skip
+        return {
+            "start_positions": torch.randint(0, S, (B,), generator=gen),
+            "end_positions": torch.tensor([1, S + 3, 0, 5]),  # one out of range: ignored, as HF does
+        }
     if name in ("BertForMaskedLM", "BertForPreTraining"):
         lab = torch.full((B, S), -100)
         pick = (torch.rand(B, S, generator=gen) < 0.3) & mask.bool()

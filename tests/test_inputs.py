@@ -22,6 +22,8 @@ def ids(B=2, S=7):
     return torch.randint(1, CFG.vocab_size, (B, S))
 
 
+# One bad input per row: (case, the call's keyword arguments, the error, the start of its message).
+# fmt: skip on the closing bracket keeps the rows as written, one case per line, to be read down.
 BAD = [
     ("ids above vocab", dict(input_ids=torch.tensor([[1, 2, CFG.vocab_size]])), ValueError, "input_ids must be in"),
     ("negative ids", dict(input_ids=torch.tensor([[1, -1, 3]])), ValueError, "input_ids must be in"),
@@ -101,8 +103,9 @@ def test_heads_reject_bad_labels():
     with pytest.raises(ValueError, match="pass both start_positions and end_positions"):
         bertfast.BertForQuestionAnswering(BertConfig(**TINY))(x, start_positions=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="attention_mask must have shape"):
-        bertfast.BertForMultipleChoice(cfg)(input_ids=torch.ones(2, 3, 5, dtype=torch.long),
-                                            attention_mask=torch.ones(2, 3, 4))  # fmt: skip
+        bertfast.BertForMultipleChoice(cfg)(
+            input_ids=torch.ones(2, 3, 5, dtype=torch.long), attention_mask=torch.ones(2, 3, 4)
+        )
 
 
 def test_backend_argument_is_checked():

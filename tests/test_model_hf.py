@@ -125,8 +125,11 @@ def test_position_ids_and_inputs_embeds():
     pos = torch.randint(0, ref.config.max_position_embeddings, (2, 15))
     embeds = ref.embeddings.word_embeddings(ids).detach() + 0.01 * torch.randn(2, 15, ref.config.hidden_size)
     with torch.no_grad():
-        for kwargs in (dict(input_ids=ids, position_ids=pos), dict(inputs_embeds=embeds),
-                       dict(inputs_embeds=embeds, position_ids=pos[:1])):  # fmt: skip
+        for kwargs in (
+            dict(input_ids=ids, position_ids=pos),
+            dict(inputs_embeds=embeds),
+            dict(inputs_embeds=embeds, position_ids=pos[:1]),
+        ):
             a = model(attention_mask=mask, token_type_ids=types, **kwargs)
             b = ref(attention_mask=mask, token_type_ids=types, **kwargs)
             compare_outputs(a, b, mask, f"kwargs {sorted(kwargs)}")
