@@ -516,8 +516,10 @@ def test_lone_surrogates_are_refused_like_the_reference(text):
     tok, ref = tokenizers_for("uncased")
     with pytest.raises(TypeError):  # the reference cannot take them either
         ref(text)
-    with pytest.raises(ValueError, match="surrogate"):
+    with pytest.raises(ValueError, match="^text holds a lone surrogate"):
         tok(text)
+    with pytest.raises(ValueError, match="^text_pair holds a lone surrogate"):  # one pair: a batch of one inside
+        tok("fine", text)
     with pytest.raises(ValueError, match=r"text\[1\].*surrogate"):
         tok(["fine", text])
     with pytest.raises(ValueError, match=r"text_pair\[0\].*surrogate"):
