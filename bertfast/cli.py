@@ -139,11 +139,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from .sentence import default_model_dir
 
         model = BertModel.from_pretrained(args.model if args.model != "minilm" else default_model_dir())
-    rows = tune(model.to(dtype), max_tokens=args.max_tokens, seq_len=args.seq_len, progress=_show_progress(args))
-    print(f"{'tokens':>8} {'bucket':>10} {'capture s':>10} {'replay ms':>10} {'us/token':>9}")
+    rows = tune(model.to(dtype), max_tokens=args.max_tokens, seq_len=args.seq_len, progress=_show_progress(args),
+                gemm_table=args.gemm_table)  # fmt: skip
+    print(f"{'tokens':>8} {'sequences':>10} {'replay ms':>10} {'us/token':>9}")
     for r in rows[:-1]:
-        print(f"{r['tokens']:>8} {r['bucket']:>10} {r['capture_s']!s:>10} {r['ms']:>10.4f} {r['us_per_token']:>9.3f}")
-    print(f"tuned configs written to {rows[-1]['cache']}; graphs hold {rows[-1]['graph_memory_mb']} MiB")
+        print(f"{r['tokens']:>8} {r['sequences']:>10} {r['ms']:>10.4f} {r['us_per_token']:>9.3f}")
+    last = rows[-1]
+    print(f"tuned configs written to {last['cache']}; graphs hold {last['graph_memory_mb']} MiB")
+    if "gemm_table" in last:
+        print(f"GEMM choice table written to {last['gemm_table']}")
     return 0
 
 
@@ -201,6 +205,9 @@ def _add_tune(sub) -> None:
     t.add_argument("--seq-len", type=_positive_int, default=128, help="sequence length of the tuning batches")
     t.add_argument("--dtype", default="float16", type=_dtype_arg, metavar="DTYPE",
                    help=f"dtype to tune for, one of {', '.join(DTYPE_NAMES)} (default: float16)")
+    t.add_argument("--gemm-table", metavar="PATH", default=None,
+                   help="also time every GEMM implementation on the model's shapes and write the choice table "
+                        "to PATH (the project commits them as bertfast/kernels/tables/<gpu>.json)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
     t.set_defaults(func=cmd_tune)
 

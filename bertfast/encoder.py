@@ -98,13 +98,16 @@ def _dense_residual_layernorm(
 ) -> torch.Tensor:
     """LayerNorm(dropout(block.dense(x)) + residual): BertSelfOutput and BertOutput.
 
-    Without dropout the residual joins in the GEMM's epilogue; with it, dropout must come between.
+    Without dropout it is one fused op (GEMM, then bias + residual + LayerNorm in one row pass, or
+    the residual in the GEMM's epilogue: see kernels.gemm_dispatch); with it, dropout comes between.
     """
     if dropout:
         y = _dropout(ops.linear(backend, x, block.dense.weight, block.dense.bias), spec.hidden_dropout, True)
         return ops.layernorm(backend, y, block.LayerNorm.weight, block.LayerNorm.bias, spec.eps, residual)
-    y = ops.linear(backend, x, block.dense.weight, block.dense.bias, residual=residual)  # (T, H)
-    return ops.layernorm(backend, y, block.LayerNorm.weight, block.LayerNorm.bias, spec.eps)
+    dense, ln = block.dense, block.LayerNorm
+    return ops.linear_residual_layernorm(
+        backend, x, dense.weight, dense.bias, residual, ln.weight, ln.bias, spec.eps
+    )  # (T, H)
 
 
 def layer_forward(

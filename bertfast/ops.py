@@ -128,11 +128,29 @@ def linear(
     residual: torch.Tensor | None = None,  # (T, N)
 ) -> torch.Tensor:
     if backend == "triton":
-        return _kernels().linear(x, weight, bias, activation=activation_name, residual=residual)
+        # The fastest correct implementation for the shape: cuBLAS + fused epilogue, or a Triton GEMM.
+        return _kernels().gemm_dispatch.linear(x, weight, bias, activation_name, residual)
     y = F.linear(x, weight, bias)  # (T, N)
     if activation_name is not None:
         y = activations.apply(y, activation_name)
     return y if residual is None else y + residual
+
+
+def linear_residual_layernorm(
+    backend: str,
+    x: torch.Tensor,  # (T, K)
+    weight: torch.Tensor,  # (N, K)
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,  # (T, N)
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """LayerNorm(x @ weight^T + bias + residual): BERT's attention-output and FFN2 blocks."""
+    if backend == "triton":
+        return _kernels().gemm_dispatch.linear_residual_layernorm(x, weight, bias, residual, ln_weight, ln_bias, eps)
+    y = F.linear(x, weight, bias) + residual  # (T, N), HF's order: dense(x) + residual
+    return F.layer_norm(y, (y.shape[-1],), ln_weight, ln_bias, eps)
 
 
 def layernorm(

@@ -133,10 +133,41 @@ def _time_ms(fn, reps: int = 30) -> float:
     return statistics.median(samples)
 
 
-def tune(model, *, max_tokens: int = 4096, seq_len: int = 128, device: str = "cuda", progress: bool = False
-         ) -> list[dict[str, Any]]:  # fmt: skip
-    """Autotune every token bucket up to `max_tokens` for a native bertfast model on CUDA with Triton's
-    autotuner, write the tuned-config file, and return one row per bucket (tokens, replay ms)."""
+def model_gemm_shapes(model, tokens: list[int]) -> list[tuple[int, int, int, str]]:
+    """The (M, N, K, epilogue) of every GEMM a BERT forward runs, for each token count in `tokens`."""
+    from .activations import kernel_name
+    from .kernels import gemm_dispatch
+
+    c = model.config
+    H, I = c.hidden_size, c.intermediate_size
+    ffn1 = gemm_dispatch.epilogue_name(True, kernel_name(c.activation), False)
+    ln = gemm_dispatch.epilogue_name(True, "", True, layernorm=True)
+    shapes = []
+    for m in tokens:
+        shapes += [(m, 3 * H, H, "bias"), (m, H, H, ln), (m, I, H, ffn1), (m, H, I, ln)]
+    return shapes
+
+
+def tune(
+    model,
+    *,
+    max_tokens: int = 4096,
+    seq_len: int = 128,
+    device: str = "cuda",
+    progress: bool = False,
+    gemm_table: str | None = None,
+) -> list[dict[str, Any]]:
+    """Tune a native bertfast model on CUDA, ahead of time, for every token bucket up to `max_tokens`:
+
+    1. with `gemm_table` (a path), time every GEMM implementation on the model's shapes
+       (kernels.gemm_dispatch.measure_choices), write the choice table there and use it now (the
+       project commits these as bertfast/kernels/tables/<gpu>.json);
+    2. run each bucket under Triton's autotuner, which records its winners in the config tables, and
+       write them to the user's tuned-config file (loaded by later processes);
+    3. capture each bucket's CUDA graph and time its replay.
+    Returns one row per bucket (tokens, sequences, replay ms) and a last row naming the files.
+    """
+    from .kernels import gemm_dispatch
     from .kernels._configs import autotuning
 
     if not torch.cuda.is_available():
@@ -145,7 +176,15 @@ def tune(model, *, max_tokens: int = 4096, seq_len: int = 128, device: str = "cu
     dev = torch.device(device)
     seed_device(dev)
     sizes = power_of_two_buckets(max_tokens)
-    bar = _progress(len(sizes), "tune", progress)
+    bar = _progress(len(sizes) + (gemm_table is not None), "tune", progress)
+    written: dict[str, Any] = {}
+    if gemm_table is not None:
+        dtype = model.embeddings.word_embeddings.weight.dtype
+        rows = gemm_dispatch.measure_choices(model_gemm_shapes(model, sizes), dtype, dev)
+        path = gemm_dispatch.write_table(rows, gemm_table)
+        gemm_dispatch.set_choice_table(dev, gemm_dispatch.load_choice_table(path, torch.cuda.get_device_name(dev)))
+        written["gemm_table"] = str(path)
+        bar.update(1)
     rows = []
     g = torch.Generator().manual_seed(0)
     for tokens in sizes:
@@ -168,7 +207,7 @@ def tune(model, *, max_tokens: int = 4096, seq_len: int = 128, device: str = "cu
     cache.load()
     harvest(cache)
     stats = graph_runner(model, model.spec, dev).stats.as_dict()
-    rows.append({"cache": str(cache.save()), "graph_memory_mb": round(stats["memory_mb"], 1)})
+    rows.append({"cache": str(cache.save()), **written, "graph_memory_mb": round(stats["memory_mb"], 1)})
     return rows
 
 

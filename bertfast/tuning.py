@@ -29,8 +29,10 @@ KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 
 
 def gpu_slug(device_name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
-    return "".join(c if c.isalnum() else "-" for c in device_name).strip("-").lower()
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (the kernels' own rule, for their tables too)."""
+    from .kernels._utils import gpu_slug as slug
+
+    return slug(device_name)
 
 
 def cache_dir() -> Path:
@@ -122,9 +124,14 @@ class TunedConfigCache:
 # --------------------------------------------------------------------------- config tables
 def config_tables() -> dict[str, Any]:
     """The ConfigTable of every tunable kernel, by the name the cache file uses (imports triton)."""
-    from .kernels import attention, gemm
+    from .kernels import attention, gemm, gemm_splitk, gemm_tma
 
-    return {"linear": gemm.GEMM_CONFIGS, "varlen_attention": attention.ATTENTION_CONFIGS}
+    return {
+        "linear": gemm.GEMM_CONFIGS,
+        "linear_splitk": gemm_splitk.SPLITK_CONFIGS,
+        "linear_tma": gemm_tma.TMA_CONFIGS,
+        "varlen_attention": attention.ATTENTION_CONFIGS,
+    }
 
 
 def _key_to_json(key: tuple) -> str:

@@ -182,8 +182,9 @@ def test_graph_replay_equals_eager_packed_path_for_batches_in_one_bucket():
         with torch.no_grad():
             graphed = model.forward_packed(ids, cu)
         eager = _eager(model, ids, cu)
-        assert torch.equal(graphed.last_hidden_state, eager.last_hidden_state), f"lengths {lengths}"
-        assert torch.equal(graphed.pooler_output, eager.pooler_output), f"lengths {lengths}"
+        # The bucket's GEMMs have more rows than the batch's: cuBLAS / BLAS may round differently per M.
+        assert_close(graphed.last_hidden_state, eager.last_hidden_state, ATOL[torch.float32], f"lengths {lengths}")
+        assert_close(graphed.pooler_output, eager.pooler_output, ATOL[torch.float32], f"pooled, lengths {lengths}")
     # (64 tokens, 8 slots) and the longest sequence rounded up: 64, 32, 16, 32 (a hit)
     assert sorted(runner.stats.captured) == [(64, 8, 16), (64, 8, 32), (64, 8, 64)]
     stats = runner.stats.as_dict()
@@ -221,7 +222,7 @@ def test_least_recently_used_buckets_are_evicted_past_the_budget():
         ids, cu = _packed(lengths, model.config.vocab_size, seed)
         with torch.no_grad():
             graphed = model.forward_packed(ids, cu)
-        assert torch.equal(graphed.last_hidden_state, _eager(model, ids, cu).last_hidden_state)
+        assert_close(graphed.last_hidden_state, _eager(model, ids, cu).last_hidden_state, ATOL[torch.float32])
     stats = runner.stats
     assert (stats.misses, stats.hits) == (3, 1)
     assert stats.evictions >= 1 and (32, 4, 32) not in runner.buckets, "the least recently used went first"
@@ -256,7 +257,7 @@ def test_weight_changes_drop_the_graphs():
     reference = _eager(model, ids, cu).last_hidden_state
     assert runner.stats.misses == 2, "graphs dropped and recaptured"
     assert not torch.equal(before, after)
-    assert torch.equal(after, reference)
+    assert_close(after, reference, ATOL[torch.float32], "after the weight change")
     with torch.no_grad():
         model.set_cuda_graphs(False)
     assert "_bertfast_graphs" not in model.__dict__
@@ -300,8 +301,8 @@ def test_padded_hf_style_call_uses_the_graphs():
         eager = model(ids, attention_mask=mask)
     assert runner.stats.replays == 1
     m = mask.bool()
-    assert torch.equal(graphed.last_hidden_state[m], eager.last_hidden_state[m])
-    assert torch.equal(graphed.pooler_output, eager.pooler_output)
+    assert_close(graphed.last_hidden_state[m], eager.last_hidden_state[m], ATOL[torch.float32], "hidden")
+    assert_close(graphed.pooler_output, eager.pooler_output, ATOL[torch.float32], "pooled")
     assert bertfast.graph_stats(model) == {}  # switched off: graphs dropped
 
 
@@ -316,7 +317,7 @@ def test_tuned_configs_harvest_and_seed_round_trip_through_the_real_autotuner(tm
     if not ops.interpreter_on():
         pytest.skip("needs TRITON_INTERPRET=1 (the kernels run on CPU tensors)")
     tables = config_tables()
-    assert set(tables) == {"linear", "varlen_attention"}
+    assert set(tables) == {"linear", "linear_splitk", "linear_tma", "varlen_attention"}
     x, w = torch.randn(33, 48), torch.randn(40, 48)
     tables["linear"].clear()
     with autotuning():

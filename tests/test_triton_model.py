@@ -24,18 +24,40 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.fixture()
 def kernel_calls(monkeypatch):
-    """Counts the launches of every Triton launcher the model path uses: proof the kernels ran."""
+    """Counts the calls of every kernel entry point the model path uses, and which GEMM implementation
+    ran: proof the kernels ran."""
     kernels = ops._kernels()
+    dispatch = kernels.gemm_dispatch
     counts: dict[str, int] = {}
-    for name in ("embed_layernorm", "linear", "layernorm", "varlen_attention"):
-        real = getattr(kernels, name)
 
-        def counted(*args, _real=real, _name=name, **kwargs):
-            counts[_name] = counts.get(_name, 0) + 1
+    def count(owner, name, key=None):
+        real = getattr(owner, name)
+
+        def counted(*args, _real=real, **kwargs):
+            k = key(args) if key else name
+            counts[k] = counts.get(k, 0) + 1
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(kernels, name, counted)
+        monkeypatch.setattr(owner, name, counted)
+
+    for name in ("embed_layernorm", "varlen_attention"):
+        count(kernels, name)
+    for name in ("linear", "linear_residual_layernorm"):
+        count(dispatch, name)
+    count(dispatch, "_run", key=lambda args: f"gemm:{args[0]}")
     return counts
+
+
+@pytest.fixture(params=["cublas", "triton", "splitk"])
+def gemm_choice(request):
+    """Every GEMM of the model through one implementation (a choice table whose heuristic says so)."""
+    dispatch = ops._kernels().gemm_dispatch
+    device = torch.device(DEVICE)
+    table = dispatch.ChoiceTable(invalid_reason="test: one choice for every shape")
+    table.heuristic = lambda key: request.param
+    dispatch.set_choice_table(device, table)
+    yield request.param
+    dispatch.set_choice_table(device, None)
 
 
 CONFIGS = [
@@ -46,7 +68,7 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["h48-d16-gelu", "h64-d32-gelu_new", "h96-d32-relu"])
-def test_triton_model_matches_hf_fp32(cfg, kernel_calls):
+def test_triton_model_matches_hf_fp32(cfg, gemm_choice, kernel_calls):
     seed = CONFIGS.index(cfg) + 40
     ref = hf_model("BertModel", seed=seed, **cfg).to(DEVICE)
     model = bertfast.optimize(copy.deepcopy(ref), backend="triton")
@@ -60,11 +82,15 @@ def test_triton_model_matches_hf_fp32(cfg, kernel_calls):
     for i, (x, y) in enumerate(zip(a.hidden_states, b.hidden_states)):
         assert_close(x[m], y[m], MODEL_ATOL_FP32_TRITON, f"hidden_states[{i}]")
     layers = ref.config.num_hidden_layers
+    gemms = 4 * layers + 1  # QKV, out-proj, FFN1, FFN2 per layer; the pooler
+    # cuBLAS runs inside linear_residual_layernorm without going through _run (mm + one row pass).
+    runs = gemms if gemm_choice != "cublas" else gemms - 2 * layers
     assert kernel_calls == {
         "embed_layernorm": 1,
-        "linear": 4 * layers + 1,  # QKV, out-proj, FFN1, FFN2 per layer; the pooler
-        "layernorm": 2 * layers,
+        "linear": 2 * layers + 1,  # QKV, FFN1; the pooler
+        "linear_residual_layernorm": 2 * layers,  # out-proj and FFN2 with their residual + LayerNorm
         "varlen_attention": layers,
+        f"gemm:{gemm_choice}": runs,
     }
 
 
