@@ -64,17 +64,25 @@ PostOptions make_options(bool add_special_tokens, int32_t cls_id, int32_t sep_id
     return o;
 }
 
-PyObject* int_list(const int64_t* v, int64_t n) {
+// n int64 values as a Python list of ints.
+py::object int_list(const int64_t* v, int64_t n) {
     PyObject* list = PyList_New(n);
     if (!list) throw py::error_already_set();
     for (int64_t i = 0; i < n; ++i) PyList_SET_ITEM(list, i, PyLong_FromLongLong(v[i]));
-    return list;
+    return py::reinterpret_steal<py::object>(list);
 }
 
-bool encode_ref(const WordPieceModel& m, const TextRef& t, Workspace& ws, TokenBuffer& out) {
-    if (t.kind == 1) return m.encode(static_cast<const uint8_t*>(t.data), t.length, ws, out);
-    if (t.kind == 2) return m.encode(static_cast<const uint16_t*>(t.data), t.length, ws, out);
-    return m.encode(static_cast<const uint32_t*>(t.data), t.length, ws, out);
+// n (start, end) pairs, laid out flat, as a Python list of 2-tuples.
+py::object offset_list(const int64_t* v, int64_t n) {
+    PyObject* list = PyList_New(n);
+    if (!list) throw py::error_already_set();
+    for (int64_t i = 0; i < n; ++i) {
+        PyObject* tup = PyTuple_New(2);
+        PyTuple_SET_ITEM(tup, 0, PyLong_FromLongLong(v[2 * i]));
+        PyTuple_SET_ITEM(tup, 1, PyLong_FromLongLong(v[2 * i + 1]));
+        PyList_SET_ITEM(list, i, tup);
+    }
+    return py::reinterpret_steal<py::object>(list);
 }
 
 // Rows of a flat int64 array as Python lists: row r is values[cu[r]:cu[r+1]]; with `pairs`, the
@@ -117,63 +125,23 @@ public:
 
     // Token ids and offsets of one text, without special tokens: (ids, offsets) as lists.
     py::tuple tokenize(py::handle text) {
-        const TextRef t = text_ref(text.ptr(), "text");
-        TokenBuffer& a = tokens_;
-        a.clear();
-        if (!encode_ref(model_, t, ws_, a)) throw_surrogate("text", text.ptr(), ws_.bad_index);
-        py::array_t<int64_t> cu(2);
-        cu.mutable_data()[0] = 0;
-        cu.mutable_data()[1] = static_cast<int64_t>(a.size());
-        py::array_t<int64_t> ids(static_cast<py::ssize_t>(a.size()));
-        std::copy(a.ids.begin(), a.ids.end(), ids.mutable_data());
-        py::array_t<int64_t> offs({static_cast<py::ssize_t>(a.size()), py::ssize_t{2}});
-        std::copy(a.offsets.begin(), a.offsets.end(), offs.mutable_data());
-        return py::make_tuple(split_rows(ids, cu, false)[0], split_rows(offs, cu, true)[0]);
+        PostOptions opt;
+        opt.add_special_tokens = false;
+        const OutputArrays row = encode_one(text, py::none(), opt, true);
+        const int64_t n = single_.padded_length();
+        return py::make_tuple(int_list(row.ids, n), offset_list(row.offsets, n));
     }
 
-    // One text (and optional pair) to Python lists: (ids, type_ids, mask, offsets or None). A batch
-    // of one through the batch encoder, on this thread and with the GIL held, so the layout
-    // ([CLS]/[SEP], truncation, padding) has one implementation.
+    // One text (and optional pair) to Python lists: (ids, type_ids, mask, offsets or None).
     py::tuple encode_single(py::handle text, py::handle pair, bool add_special_tokens, int32_t cls_id, int32_t sep_id,
                             int32_t pad_id, int truncation, int64_t max_length, int padding, int64_t pad_length,
                             int64_t pad_multiple, bool with_offsets) {
         const PostOptions opt = make_options(add_special_tokens, cls_id, sep_id, pad_id, truncation, max_length,
                                              padding, pad_length, pad_multiple);
-        const bool has_pair = !pair.is_none();
-        single_items_.clear();
-        single_items_.push_back(text_ref(text.ptr(), "text"));
-        if (has_pair) single_items_.push_back(text_ref(pair.ptr(), "text_pair"));
-        BatchEncoder& enc = single_;
-        if (!enc.tokenize(model_, single_items_, 1)) {
-            const bool second = enc.bad_item() == 1;
-            throw_surrogate(second ? "text_pair" : "text", second ? pair.ptr() : text.ptr(), enc.bad_index());
-        }
-        if (!enc.plan(1, has_pair, opt)) throw py::value_error(enc.error());
-        const int64_t width = enc.padded_length();  // one row: always rectangular
-
-        row_.resize(static_cast<size_t>(5 * width));  // ids, type ids, mask: width each; offsets: 2 * width
-        OutputArrays out;
-        out.ids = row_.data();
-        out.type_ids = out.ids + width;
-        out.mask = out.type_ids + width;
-        out.offsets = with_offsets ? out.mask + width : nullptr;
-        enc.fill_padded(0, 1, width, out);
-
-        py::object offsets = py::none();
-        if (with_offsets) {
-            PyObject* list = PyList_New(width);
-            if (!list) throw py::error_already_set();
-            for (int64_t i = 0; i < width; ++i) {
-                PyObject* tup = PyTuple_New(2);
-                PyTuple_SET_ITEM(tup, 0, PyLong_FromLongLong(out.offsets[2 * i]));
-                PyTuple_SET_ITEM(tup, 1, PyLong_FromLongLong(out.offsets[2 * i + 1]));
-                PyList_SET_ITEM(list, i, tup);
-            }
-            offsets = py::reinterpret_steal<py::object>(list);
-        }
-        return py::make_tuple(py::reinterpret_steal<py::object>(int_list(out.ids, width)),
-                              py::reinterpret_steal<py::object>(int_list(out.type_ids, width)),
-                              py::reinterpret_steal<py::object>(int_list(out.mask, width)), offsets);
+        const OutputArrays row = encode_one(text, pair, opt, with_offsets);
+        const int64_t n = single_.padded_length();
+        return py::make_tuple(int_list(row.ids, n), int_list(row.type_ids, n), int_list(row.mask, n),
+                              with_offsets ? offset_list(row.offsets, n) : py::object(py::none()));
     }
 
     // A batch to numpy arrays. Returns a dict: input_ids, token_type_ids, attention_mask (when
@@ -321,6 +289,32 @@ public:
     size_t trie_cells() const { return model_.trie().num_cells(); }
 
 private:
+    // One text (and optional pair) as a batch of one through the batch encoder, on this thread and
+    // with the GIL held, so that the layout ([CLS]/[SEP], truncation, padding) has one implementation.
+    // Returns the row, written into row_ (valid until the next call); its length is
+    // single_.padded_length().
+    OutputArrays encode_one(py::handle text, py::handle pair, const PostOptions& opt, bool with_offsets) {
+        const bool has_pair = !pair.is_none();
+        single_items_.clear();
+        single_items_.push_back(text_ref(text.ptr(), "text"));
+        if (has_pair) single_items_.push_back(text_ref(pair.ptr(), "text_pair"));
+        if (!single_.tokenize(model_, single_items_, 1)) {
+            const bool second = single_.bad_item() == 1;
+            throw_surrogate(second ? "text_pair" : "text", second ? pair.ptr() : text.ptr(), single_.bad_index());
+        }
+        if (!single_.plan(1, has_pair, opt)) throw py::value_error(single_.error());
+        const int64_t width = single_.padded_length();  // one row: always rectangular
+
+        row_.resize(static_cast<size_t>(5 * width));  // ids, type ids, mask: width each; offsets: 2 * width
+        OutputArrays row;
+        row.ids = row_.data();
+        row.type_ids = row.ids + width;
+        row.mask = row.type_ids + width;
+        row.offsets = with_offsets ? row.mask + width : nullptr;
+        single_.fill_padded(0, 1, width, row);
+        return row;
+    }
+
     static std::vector<SpecialToken> to_specials(const std::vector<std::pair<std::u32string, int32_t>>& s) {
         std::vector<SpecialToken> out;
         for (const auto& [text, id] : s) out.push_back(SpecialToken{text, id});
@@ -328,10 +322,8 @@ private:
     }
 
     WordPieceModel model_;
-    // Scratch for tokenize() and encode_single(), kept between calls so that they allocate nothing.
-    // Both run with the GIL held, so never concurrently (encode_batch has its own, per call).
-    Workspace ws_;
-    TokenBuffer tokens_;
+    // The single-text path's encoder and buffers, kept between calls so that a call allocates
+    // nothing. It runs with the GIL held, so never concurrently (encode_batch has its own, per call).
     BatchEncoder single_;
     std::vector<TextRef> single_items_;
     std::vector<int64_t> row_;
