@@ -129,7 +129,8 @@ def linear(
 ) -> torch.Tensor:
     if backend == "triton":
         # The fastest correct implementation for the shape: cuBLAS + fused epilogue, or a Triton GEMM.
-        return _kernels().gemm_dispatch.linear(x, weight, bias, activation_name, residual)
+        # Trusted: the model validated this call's inputs at its boundary (bertfast.inputs).
+        return _kernels().gemm_dispatch.linear_trusted(x, weight, bias, activation_name, residual)
     y = F.linear(x, weight, bias)  # (T, N)
     if activation_name is not None:
         y = activations.apply(y, activation_name)
@@ -148,7 +149,9 @@ def linear_residual_layernorm(
 ) -> torch.Tensor:
     """LayerNorm(x @ weight^T + bias + residual): BERT's attention-output and FFN2 blocks."""
     if backend == "triton":
-        return _kernels().gemm_dispatch.linear_residual_layernorm(x, weight, bias, residual, ln_weight, ln_bias, eps)
+        return _kernels().gemm_dispatch.linear_residual_layernorm_trusted(
+            x, weight, bias, residual, ln_weight, ln_bias, eps
+        )
     y = F.linear(x, weight, bias) + residual  # (T, N), HF's order: dense(x) + residual
     return F.layer_norm(y, (y.shape[-1],), ln_weight, ln_bias, eps)
 

@@ -243,3 +243,26 @@ def test_dispatch_bad_inputs():
         linear_residual_layernorm(x, weight, bias, residual, ones[:8], ones, 1e-5)
     with pytest.raises(ValueError, match="eps must be a positive float"):
         linear_residual_layernorm(x, weight, bias, residual, ones, ones, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_trusted_hot_path_equals_the_checked_entry_points(dtype):
+    """The model's unchecked entry points take the same choice and compute the same bits."""
+    M, N, K = 37, 64, 48
+    x, weight, bias, residual = _operands(M, N, K, dtype)
+    ln_w, ln_b = torch.randn(N, device=DEVICE).to(dtype), torch.randn(N, device=DEVICE).to(dtype)
+    device = torch.device(DEVICE)
+    for choice in _choices(dtype):
+        table = ChoiceTable(invalid_reason="test: one choice")
+        table.heuristic = lambda key, c=choice: c
+        gemm_dispatch.set_choice_table(device, table)
+        try:
+            for act, res in (("gelu", None), (None, residual), ("tanh", residual)):
+                checked = linear(x, weight, bias, act, res)
+                assert torch.equal(gemm_dispatch.linear_trusted(x, weight, bias, act, res), checked), (choice, act)
+            for b in (bias, None):
+                checked = linear_residual_layernorm(x, weight, b, residual, ln_w, ln_b, 1e-5)
+                trusted = gemm_dispatch.linear_residual_layernorm_trusted(x, weight, b, residual, ln_w, ln_b, 1e-5)
+                assert torch.equal(trusted, checked), choice
+        finally:
+            gemm_dispatch.set_choice_table(device, None)

@@ -26,6 +26,7 @@ the tests check that all of them compute the same function.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import importlib
 import json
@@ -355,6 +356,46 @@ def linear_residual_layernorm(
     if x.shape[0] > 0:
         _run(choice, x, weight, bias, "", residual, y, precision)  # y = x @ W^T + bias + residual
     return _layernorm.layernorm(y, ln_weight, ln_bias, eps, out=out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The model's hot path: operands the caller has validated once, at its boundary
+# --------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _epilogue(has_bias: bool, kernel_activation: str, has_residual: bool, layernorm: bool) -> str:
+    return epilogue_name(has_bias, kernel_activation, has_residual, layernorm)
+
+
+def _choose(x: torch.Tensor, weight: torch.Tensor, epi: str) -> str:
+    key = (_utils.bucket(x.shape[0]), weight.shape[0], x.shape[1], epi, gemm.dtype_name(x.dtype))
+    choice = table_for(x.device).lookup(key)
+    return "triton" if choice == "tma" and _runnable(choice, x, weight) else choice
+
+
+def linear_trusted(x, weight, bias, activation, residual) -> torch.Tensor:
+    """linear() without its checks, for the model's own forward: x [M, K] (M >= 1), weight [N, K],
+    bias [N] or None, residual [M, N] or None, one float dtype, one device, a canonical activation
+    name or None; all guaranteed by the caller (bertfast.inputs validates a call once, at the model's
+    boundary; the rest are the model's own parameters). Same choice and numbers as linear()."""
+    kact = _act.kernel_name(activation)
+    choice = _choose(x, weight, _epilogue(bias is not None, kact, residual is not None, False))
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    _run(choice, x, weight, bias, kact, residual, out, "ieee" if x.dtype == torch.float32 else "tf32")
+    return out
+
+
+def linear_residual_layernorm_trusted(x, weight, bias, residual, ln_weight, ln_bias, eps: float) -> torch.Tensor:
+    """linear_residual_layernorm() without its checks, under linear_trusted's contract."""
+    choice = _choose(x, weight, _epilogue(bias is not None, "", True, True))
+    M, N = x.shape[0], weight.shape[0]
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    out = torch.empty_like(y)
+    if choice == "cublas":
+        torch.mm(x, weight.t(), out=y)  # y [M, N], bias-free: the row pass adds bias and residual
+        return _layernorm._launch(y, bias, residual, ln_weight, ln_bias, eps, out)
+    _run(choice, x, weight, bias, "", residual, y, "ieee" if x.dtype == torch.float32 else "tf32")
+    return _layernorm._launch(y, None, None, ln_weight, ln_bias, eps, out)
 
 
 # --------------------------------------------------------------------------------------------------
