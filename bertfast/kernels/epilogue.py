@@ -52,6 +52,30 @@ def _apply_activation(x, ACTIVATION: tl.constexpr):
     return x
 
 
+@triton.jit
+def _epilogue_store_tile(
+    acc, offs_m, offs_n, M, N,
+    bias_ptr, res_ptr, out_ptr,
+    stride_rm, stride_rn, stride_om,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+):
+    """The GEMMs' fused epilogue on an fp32 [BLOCK_M, BLOCK_N] accumulator tile: + bias [N] ->
+    activation -> + residual [M, N], then one masked store in the output's dtype."""
+    n_ok = offs_n < N
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        acc += bias[None, :]
+    acc = _apply_activation(acc, ACTIVATION)
+    rows = offs_m.to(tl.int64)
+    mask = (offs_m < M)[:, None] & n_ok[None, :]
+    if HAS_RESIDUAL:
+        res = tl.load(res_ptr + rows[:, None] * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
+        acc += res.to(tl.float32)
+    tl.store(out_ptr + rows[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _bias_activation_kernel(
     y_ptr, bias_ptr, res_ptr, out_ptr,

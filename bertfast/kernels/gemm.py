@@ -26,7 +26,7 @@ import triton.language as tl
 from .. import activations as _act
 from . import _utils
 from ._configs import Config, ConfigTable, autotune_requested, from_triton, split_launch
-from .epilogue import _apply_activation, _sigmoid  # noqa: F401  (the fused epilogue's math)
+from .epilogue import _epilogue_store_tile
 
 # The canonical activation names (bertfast.activations is the one table); names that are the same
 # curve as another run that one's kernel branch ("gelu_fast" -> "gelu_tanh").
@@ -91,17 +91,8 @@ def _linear_fwd_kernel(
         w_ptrs += BLOCK_K * stride_wk
 
     # Epilogue in fp32: bias, activation, residual, then one store in the output dtype.
-    n_ok = offs_n < N
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        acc += bias[None, :]
-    acc = _apply_activation(acc, ACTIVATION)
-    rows = offs_m.to(tl.int64)
-    mask = (offs_m < M)[:, None] & n_ok[None, :]
-    if HAS_RESIDUAL:
-        res = tl.load(res_ptr + rows[:, None] * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
-        acc += res.to(tl.float32)
-    tl.store(out_ptr + rows[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+    _epilogue_store_tile(acc, offs_m, offs_n, M, N, bias_ptr, res_ptr, out_ptr, stride_rm, stride_rn, stride_om,
+                         HAS_BIAS, HAS_RESIDUAL, ACTIVATION)  # fmt: skip
 
 
 def _gemm_config(bm, bn, bk, group, stages, warps):

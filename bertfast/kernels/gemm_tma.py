@@ -29,7 +29,7 @@ import triton.language as tl
 from .. import activations as _act
 from . import _utils
 from ._configs import Config, ConfigTable, split_launch
-from .epilogue import _apply_activation
+from .epilogue import _epilogue_store_tile
 from .gemm import check_linear_args, dtype_name, fit_smem
 from .gemm_splitk import num_sms
 
@@ -75,17 +75,8 @@ def _linear_tma_kernel(
         # Epilogue in fp32: bias, activation, residual, one store in the output dtype.
         offs_m = off_m + tl.arange(0, BLOCK_M)  # [BLOCK_M]
         offs_n = off_n + tl.arange(0, BLOCK_N)  # [BLOCK_N]
-        n_ok = offs_n < N
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-            acc += bias[None, :]
-        acc = _apply_activation(acc, ACTIVATION)
-        rows = offs_m.to(tl.int64)
-        mask = (offs_m < M)[:, None] & n_ok[None, :]
-        if HAS_RESIDUAL:
-            res = tl.load(res_ptr + rows[:, None] * stride_rm + offs_n[None, :] * stride_rn, mask=mask, other=0.0)
-            acc += res.to(tl.float32)
-        tl.store(out_ptr + rows[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+        _epilogue_store_tile(acc, offs_m, offs_n, M, N, bias_ptr, res_ptr, out_ptr, stride_rm, stride_rn,
+                             stride_om, HAS_BIAS, HAS_RESIDUAL, ACTIVATION)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
