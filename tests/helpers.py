@@ -24,6 +24,17 @@ MODEL_ATOL_FP32 = 1e-4
 # sum in another order than cuBLAS/MKL and eager attention, which a two-layer model doubles.
 MODEL_ATOL_FP32_TRITON = 2e-4
 
+# One fp32 GEMM or encoder output (unit-variance operands, K <= ~400) computed in another summation
+# order: tiles vs BLAS, several threads vs one, a probe's engine vs HF.
+SUM_ORDER_ATOL_FP32 = 1e-4
+
+# Sentence embeddings (unit norm) by two fp32 paths of the same model: pooling, batching, sharding.
+EMBED_ATOL_FP32 = 1e-6
+
+# A random-weight BERT in fp16 replayed from a CUDA graph against the eager packed forward: the bucket's
+# GEMMs have more rows than the batch's, so cuBLAS may pick other kernels (other rounding) per layer.
+GRAPH_FP16_ATOL = 2e-2
+
 # A scalar loss against HF's in fp32 (a mean of O(1) terms).
 LOSS_ATOL_FP32 = 1e-6
 

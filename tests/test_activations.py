@@ -9,7 +9,7 @@ import torch
 
 from bertfast import activations, config, reference
 
-from .helpers import assert_close
+from .helpers import FP64_ATOL, assert_close
 
 
 def _textbook(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -33,12 +33,12 @@ X = torch.cat([torch.linspace(-8.0, 8.0, 2001, dtype=torch.float64), torch.randn
 @pytest.mark.parametrize("name", activations.NAMES)
 def test_torch_function_is_the_textbook_formula_in_fp64(name):
     # gelu_fast's rounded sqrt(2/pi) (0.7978845608 vs 0.79788456080286...) moves it by < 1e-10.
-    assert_close(activations.ACTIVATIONS[name].torch(X), _textbook(name, X), 1e-10, f"activations[{name!r}]")
+    assert_close(activations.ACTIVATIONS[name].torch(X), _textbook(name, X), FP64_ATOL, f"activations[{name!r}]")
 
 
 @pytest.mark.parametrize("name", activations.NAMES)
 def test_torch_function_matches_the_separate_fp64_oracle(name):
-    assert_close(activations.apply(X, name), reference.activation_ref(X, name), 1e-10, f"oracle {name!r}")
+    assert_close(activations.apply(X, name), reference.activation_ref(X, name), FP64_ATOL, f"oracle {name!r}")
 
 
 def test_names_are_the_config_canonical_names():
@@ -49,7 +49,7 @@ def test_kernel_names_are_the_same_curve():
     """Names sharing a kernel branch compute the same function (so sharing it is exact)."""
     for name, act in activations.ACTIVATIONS.items():
         assert act.kernel in activations.ACTIVATIONS, name
-        assert_close(_textbook(act.kernel, X), _textbook(name, X), 1e-10, f"{name} runs {act.kernel}")
+        assert_close(_textbook(act.kernel, X), _textbook(name, X), FP64_ATOL, f"{name} runs {act.kernel}")
     assert activations.kernel_name(None) == "" and activations.kernel_name("gelu_fast") == "gelu_tanh"
 
 

@@ -25,10 +25,10 @@ from bertfast.embed.ray_job import SCRATCH, adopt_finished
 from bertfast.embed.store import MANIFEST, SUCCESS, OutputDir
 from bertfast.sentence import SentenceEncoder
 
-from .helpers import assert_close
+from .helpers import EMBED_ATOL_FP32, assert_close
 
 # The job calls encode() on other batch compositions than one whole-list call: fp32 CPU rounding only.
-EMBED_ATOL = 1e-6
+EMBED_ATOL = EMBED_ATOL_FP32
 DIM = 384  # MiniLM-L6
 WORDS = ["the", "river", "bank", "apple", "model", "fast", "slow", "tokens", "packed", "kernel", "graph", "bench", "ünïcödé", "我", "喜欢", "吃", "苹果", "naïve", "café", "résumé", "Zürich", "a", "of", "to", "in", "is", "42", "3.14", "hello-world", "e-mail"]  # fmt: skip
 

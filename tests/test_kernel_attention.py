@@ -12,7 +12,7 @@ from bertfast.kernels import attention as attention_module
 from bertfast.kernels import interpreting, varlen_attention, varlen_attention_ref
 from bertfast.kernels._configs import autotuning
 
-from .helpers import assert_close, assert_within_torch_error
+from .helpers import FP64_ATOL, assert_close, assert_within_torch_error
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CUDA = torch.cuda.is_available()
@@ -129,7 +129,7 @@ def test_varlen_attention_ref_matches_sdpa():
     for (s, e) in [(0, 5), (5, 17)]:
         q, k, v = (qkv[s:e, i * 32:(i + 1) * 32].reshape(e - s, 2, 16).transpose(0, 1) for i in range(3))
         o = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(16))
-        assert_close(ref[s:e], o.transpose(0, 1).reshape(e - s, 32), 1e-12, "varlen_attention_ref")
+        assert_close(ref[s:e], o.transpose(0, 1).reshape(e - s, 32), FP64_ATOL, "varlen_attention_ref")
 
 
 def test_varlen_attention_empty():

@@ -20,7 +20,7 @@ from bertfast.sentence import (
     quantize_embeddings,
 )
 
-from .helpers import ATOL, assert_close
+from .helpers import ATOL, EMBED_ATOL_FP32, assert_close
 
 st = pytest.importorskip("sentence_transformers")
 st_quantize = pytest.importorskip("sentence_transformers.util").quantize_embeddings
@@ -81,7 +81,7 @@ def test_sentence_embeddings_equal_sentence_transformers(encoder, st_model):
     assert ours.shape == ref.shape == (len(SENTENCES), 384)
     assert cosine_rows(ours, ref).min() >= 0.99999
     assert_close(torch.from_numpy(ours), torch.from_numpy(ref), FP32, "sentence embeddings")
-    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5), "the model folder asks for Normalize"
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=ATOL[torch.float32]), "the model folder asks for Normalize"
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
@@ -144,7 +144,7 @@ def test_normalize_embeddings(unnormalized_dir):
     assert_close(torch.from_numpy(raw), torch.from_numpy(ref_raw), FP32, "unnormalized")
     unit = ours_model.encode(texts, normalize_embeddings=True)
     ref_unit = ref_model.encode(texts, normalize_embeddings=True)
-    assert np.allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1.0, atol=EMBED_ATOL_FP32)
     assert_close(torch.from_numpy(unit), torch.from_numpy(ref_unit), FP32, "normalize_embeddings=True")
 
 
@@ -348,7 +348,7 @@ def test_pooling_modes_match_sentence_transformers(mode):
     ours = pool_packed(packed, cu, (mode,))
     pooling = st.models.Pooling(H, pooling_mode=mode)
     ref = pooling({"token_embeddings": padded, "attention_mask": mask})["sentence_embedding"]
-    assert_close(ours, ref, 1e-6, f"pooling {mode}")
+    assert_close(ours, ref, EMBED_ATOL_FP32, f"pooling {mode}")
 
 
 def test_pooling_spec_reads_the_model_folder(minilm_dir, unnormalized_dir):
