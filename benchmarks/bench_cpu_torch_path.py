@@ -18,6 +18,7 @@ import time
 
 import torch
 
+
 def build(model_name: str):
     import transformers
 
@@ -29,7 +30,9 @@ def build(model_name: str):
         torch.manual_seed(0)
         from bertfast.config import PUBLISHED_CONFIGS
 
-        hf = transformers.BertModel(transformers.BertConfig(**PUBLISHED_CONFIGS["bert-base"], attn_implementation="sdpa"))
+        hf = transformers.BertModel(
+            transformers.BertConfig(**PUBLISHED_CONFIGS["bert-base"], attn_implementation="sdpa")
+        )
     hf.eval()
     import bertfast
 
@@ -59,8 +62,14 @@ def time_model(model, ids, mask, reps: int) -> float:
     return statistics.median(samples) * 1e3
 
 
-CASES = [("minilm", 1, 128, False), ("minilm", 16, 128, False), ("minilm", 16, 128, True),
-         ("bert-base", 1, 128, False), ("bert-base", 16, 128, False), ("bert-base", 16, 128, True)]  # fmt: skip
+CASES = [
+    ("minilm", 1, 128, False),
+    ("minilm", 16, 128, False),
+    ("minilm", 16, 128, True),
+    ("bert-base", 1, 128, False),
+    ("bert-base", 16, 128, False),
+    ("bert-base", 16, 128, True),
+]
 
 
 def main() -> None:

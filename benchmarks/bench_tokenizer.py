@@ -79,8 +79,23 @@ def make_sentences(n: int = N_SENTENCES, seed: int = SEED) -> list[str]:
     en = words["en"]
     en_cum = list(itertools.accumulate(1.0 / (i + 10) for i in range(len(en))))  # Zipf-like
     suffixes = ["s", "ed", "ing", "ly", "ness", "er", "able", "ation", "ize", "ful"]
-    accented = ["café", "naïve", "résumé", "Zürich", "São Paulo", "façade", "Ångström", "piñata", "Dvořák",
-                "Kraków", "crème brûlée", "Mötley", "Besançon", "Ελλάδα", "İstanbul"]
+    accented = [
+        "café",
+        "naïve",
+        "résumé",
+        "Zürich",
+        "São Paulo",
+        "façade",
+        "Ångström",
+        "piñata",
+        "Dvořák",
+        "Kraków",
+        "crème brûlée",
+        "Mötley",
+        "Besançon",
+        "Ελλάδα",
+        "İstanbul",
+    ]
     names = ["Alice", "Bob", "McDonald's", "iPhone", "NASA", "O'Neill", "e-mail", "U.S.", "COVID-19", "GPT-4"]
     langs = ["en", "zh", "ja", "ko", "ru", "el", "ar", "hi", "th", "mix"]
     lang_weights = [70, 8, 3, 3, 4, 2, 3, 2, 1, 4]
@@ -90,7 +105,7 @@ def make_sentences(n: int = N_SENTENCES, seed: int = SEED) -> list[str]:
         length = max(3, min(80, int(rng.lognormvariate(2.7, 0.6))))
         if lang == "zh":
             chars = rng.choices(words["zh"], k=length * 2)
-            s = "".join(chars[: length]) + "，" + "".join(chars[length:]) + "。"
+            s = "".join(chars[:length]) + "，" + "".join(chars[length:]) + "。"
         elif lang in ("ja",):
             s = "".join(rng.choices(words["ja"] + words["zh"], k=length * 2)) + "。"
         elif lang in ("ko", "ru", "el", "ar", "hi", "th"):
@@ -122,8 +137,11 @@ def make_sentences(n: int = N_SENTENCES, seed: int = SEED) -> list[str]:
                 if rng.random() < 0.07 and i < length - 1:
                     toks[-1] += rng.choice([",", ",", ";", ":"])
                 if rng.random() < 0.02:
-                    toks.append(rng.choice(["(", "\"", "—", "-", "'"]) + rng.choices(en, cum_weights=en_cum)[0]
-                                + rng.choice([")", "\"", "", "'s"]))
+                    toks.append(
+                        rng.choice(["(", '"', "—", "-", "'"])
+                        + rng.choices(en, cum_weights=en_cum)[0]
+                        + rng.choice([")", '"', "", "'s"])
+                    )
             s = " ".join(toks)
             s = s[0].upper() + s[1:] + rng.choice([".", ".", ".", "?", "!", "...", ""])
         out.append(s)
@@ -203,25 +221,33 @@ def main(argv=None) -> None:
     b = ref(texts, padding=True, return_tensors="np")
     same = all((a[k] == b[k]).all() for k in ("input_ids", "token_type_ids", "attention_mask"))
     n_tokens = int(a["attention_mask"].sum())
-    print(f"{args.n} sentences, {n_tokens} tokens ({n_tokens / args.n:.1f}/sentence), padded to "
-          f"{a['input_ids'].shape[1]}; outputs identical: {same}; cores: {os.cpu_count()}")
+    print(
+        f"{args.n} sentences, {n_tokens} tokens ({n_tokens / args.n:.1f}/sentence), padded to "
+        f"{a['input_ids'].shape[1]}; outputs identical: {same}; cores: {os.cpu_count()}"
+    )
 
     t_ours = _median_seconds(lambda: ours(texts, padding=True, return_tensors="np"), args.repeats)
     t_ref = _median_seconds(lambda: ref(texts, padding=True, return_tensors="np"), args.repeats)
-    print(f"batch  padding=True, np : bertfast {t_ours / args.n * 1e6:8.2f} µs/sentence   "
-          f"BertTokenizerFast {t_ref / args.n * 1e6:8.2f} µs/sentence   speed-up {t_ref / t_ours:5.1f}x")
+    print(
+        f"batch  padding=True, np : bertfast {t_ours / args.n * 1e6:8.2f} µs/sentence   "
+        f"BertTokenizerFast {t_ref / args.n * 1e6:8.2f} µs/sentence   speed-up {t_ref / t_ours:5.1f}x"
+    )
 
     core = ref.backend_tokenizer  # the Rust tokenizer alone: no transformers wrapper, no numpy
     core.no_padding()
     core.no_truncation()
     t_core = _median_seconds(lambda: core.encode_batch(texts), max(3, args.repeats // 2))
-    print(f"       (tokenizers' Rust encode_batch alone, no padding or numpy: {t_core / args.n * 1e6:8.2f} µs/sentence; "
-          f"bertfast is {t_core / t_ours:5.1f}x faster than that too)")
+    print(
+        f"       (tokenizers' Rust encode_batch alone, no padding or numpy: {t_core / args.n * 1e6:8.2f} µs/sentence; "
+        f"bertfast is {t_core / t_ours:5.1f}x faster than that too)"
+    )
 
     s_ours = _median_seconds(lambda: ours(SHORT_SENTENCE), args.repeats, inner=2000)
     s_ref = _median_seconds(lambda: ref(SHORT_SENTENCE), args.repeats, inner=200)
-    print(f"single {SHORT_SENTENCE!r}: bertfast {s_ours * 1e6:8.2f} µs   "
-          f"BertTokenizerFast {s_ref * 1e6:8.2f} µs   speed-up {s_ref / s_ours:5.1f}x")
+    print(
+        f"single {SHORT_SENTENCE!r}: bertfast {s_ours * 1e6:8.2f} µs   "
+        f"BertTokenizerFast {s_ref * 1e6:8.2f} µs   speed-up {s_ref / s_ours:5.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ def main(argv=None) -> None:
     H, I, L = m["hidden"], m["intermediate"], m["layers"]
     lengths = [args.seq] * args.batch
     T = sum(lengths)
-    print(f"{args.model}, batch {args.batch} x seq {args.seq} (T = {T}), fp16/bf16, "
-          f"ceilings {args.tflops:g} TFLOP/s and {args.tbps:g} TB/s")  # fmt: skip
+    print(
+        f"{args.model}, batch {args.batch} x seq {args.seq} (T = {T}), fp16/bf16, "
+        f"ceilings {args.tflops:g} TFLOP/s and {args.tbps:g} TB/s"
+    )
     print("| kernel (per layer) | part | GFLOP | MB | compute us | memory us | floor us |")
     print("|---|---|---|---|---|---|---|")
     total_floor = total_flops = total_bytes = 0.0
@@ -42,13 +44,19 @@ def main(argv=None) -> None:
         total_floor += floor_us
         total_flops += flops
         total_bytes += nbytes
-        print(f"| {name} | {part} | {flops / 1e9:.2f} | {nbytes / 1e6:.2f} | {c_us:.1f} | {m_us:.1f} | {floor_us:.1f} |")
+        print(
+            f"| {name} | {part} | {flops / 1e9:.2f} | {nbytes / 1e6:.2f} | {c_us:.1f} | {m_us:.1f} | {floor_us:.1f} |"
+        )
     emb_bytes = 2 * (T * H + T * H)  # gathered rows in, one row out per token (tables mostly in L2)
-    print(f"\nwhole model, {L} layers: {L * total_flops / 1e12:.3f} TFLOP, {L * total_bytes / 1e9:.2f} GB "
-          f"(+ embeddings {emb_bytes / 1e6:.1f} MB)")  # fmt: skip
-    print(f"floor, kernel by kernel: {L * total_floor / 1e3:.3f} ms; "
-          f"compute alone {L * total_flops / (args.tflops * 1e12) * 1e3:.3f} ms; "
-          f"memory alone {L * total_bytes / (args.tbps * 1e12) * 1e3:.3f} ms")  # fmt: skip
+    print(
+        f"\nwhole model, {L} layers: {L * total_flops / 1e12:.3f} TFLOP, {L * total_bytes / 1e9:.2f} GB "
+        f"(+ embeddings {emb_bytes / 1e6:.1f} MB)"
+    )
+    print(
+        f"floor, kernel by kernel: {L * total_floor / 1e3:.3f} ms; "
+        f"compute alone {L * total_flops / (args.tflops * 1e12) * 1e3:.3f} ms; "
+        f"memory alone {L * total_bytes / (args.tbps * 1e12) * 1e3:.3f} ms"
+    )
     parts = part_floors_ms(lengths, H, I, L, args.tflops, args.tbps)
     print("per part (ms, embeddings' LayerNorm under norms): " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))
 

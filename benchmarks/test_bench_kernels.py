@@ -87,8 +87,9 @@ def test_attention(benchmark, bench_run, size, seq, lengths, dtype, impl):
     qkv = sets[0][0]
     ref = _kernels().varlen_attention_ref(qkv, cu, heads, out_dtype=torch.float32)
     _check(ops.attention("triton", qkv, info, heads), ops.attention("torch", qkv, info, heads), ref, dtype, "attention")
-    benchmark.extra_info.update(size=size, seq=seq, lengths=lengths, dtype=str(dtype), impl=impl,
-                                flops=4 * sum(n * n for n in lens) * H)  # fmt: skip
+    benchmark.extra_info.update(
+        size=size, seq=seq, lengths=lengths, dtype=str(dtype), impl=impl, flops=4 * sum(n * n for n in lens) * H
+    )
     bench_run(benchmark, lambda q: ops.attention(impl, q, info, heads), sets)
 
 
@@ -99,10 +100,15 @@ def test_attention(benchmark, bench_run, size, seq, lengths, dtype, impl):
 def test_layernorm_residual(benchmark, bench_run, size, T, dtype, impl):
     H = SIZES[size][0]
     w, b = (1 + 0.1 * _rand(H, dtype=torch.float32, seed=4)).to(dtype), _rand(H, dtype=dtype, scale=0.1, seed=5)
-    sets = [(_rand(T, H, dtype=dtype, seed=40 + k), w, b, 1e-12, _rand(T, H, dtype=dtype, seed=50 + k)) for k in range(N_SETS)]
+    sets = [
+        (_rand(T, H, dtype=dtype, seed=40 + k), w, b, 1e-12, _rand(T, H, dtype=dtype, seed=50 + k))
+        for k in range(N_SETS)
+    ]
     x, _, _, _, r = sets[0]
     ref = _kernels().layernorm_ref(x, w, b, 1e-12, r, out_dtype=torch.float32)
-    _check(ops.layernorm("triton", x, w, b, 1e-12, r), ops.layernorm("torch", x, w, b, 1e-12, r), ref, dtype, "layernorm")
+    _check(
+        ops.layernorm("triton", x, w, b, 1e-12, r), ops.layernorm("torch", x, w, b, 1e-12, r), ref, dtype, "layernorm"
+    )
     benchmark.extra_info.update(size=size, T=T, dtype=str(dtype), impl=impl, bytes=3 * T * H * x.element_size())
     bench_run(benchmark, lambda *a: ops.layernorm(impl, *a), sets)
 
@@ -122,6 +128,12 @@ def test_embed_layernorm(benchmark, bench_run, size, T, dtype, impl):
         sets.append((ids, torch.arange(T, device="cuda") % 128, torch.zeros(T, dtype=torch.long, device="cuda")))
     args = (word, pos, typ, w, b, 1e-12)
     ref = _kernels().embed_layernorm_ref(*sets[0], *args, out_dtype=torch.float32)
-    _check(ops.embed_layernorm("triton", *sets[0], *args), ops.embed_layernorm("torch", *sets[0], *args), ref, dtype, "embed")
+    _check(
+        ops.embed_layernorm("triton", *sets[0], *args),
+        ops.embed_layernorm("torch", *sets[0], *args),
+        ref,
+        dtype,
+        "embed",
+    )
     benchmark.extra_info.update(size=size, T=T, dtype=str(dtype), impl=impl)
     bench_run(benchmark, lambda i, p, t: ops.embed_layernorm(impl, i, p, t, *args), sets)

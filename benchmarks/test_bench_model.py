@@ -68,6 +68,15 @@ def test_model_forward(benchmark, bench_run, model, dtype, case, engine):
     tokens = sum(sum(x.lengths) for x in c.sets) / len(c.sets)
     dims = bench.model_dims(ref_model)
     flops = sum(bench.encoder_flops(x.lengths, dims["hidden"], dims["intermediate"], dims["layers"]) for x in c.sets)
-    benchmark.extra_info.update(model=model, dtype=str(dtype), lengths=kind, batch=batch, seq=seq, engine=engine,
-                                tokens=tokens, useful_flops=flops / len(c.sets), max_abs_err=err)  # fmt: skip
+    benchmark.extra_info.update(
+        model=model,
+        dtype=str(dtype),
+        lengths=kind,
+        batch=batch,
+        seq=seq,
+        engine=engine,
+        tokens=tokens,
+        useful_flops=flops / len(c.sets),
+        max_abs_err=err,
+    )
     bench_run(benchmark, fwd, sets, rounds=30 if CUDA else 3, warmup=3 if CUDA else 1)

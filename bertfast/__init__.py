@@ -8,9 +8,8 @@ drop-in BERT everywhere else.
 Importing bertfast never touches the GPU and never imports triton.
 """
 
-from .config import BertConfig, ConfigError
 from .checkpoint import CheckpointError
-from .modeling import BertModel, BertPreTrainedModel
+from .config import BertConfig, ConfigError
 from .heads import (
     BertForMaskedLM,
     BertForMultipleChoice,
@@ -21,6 +20,7 @@ from .heads import (
     BertForTokenClassification,
 )
 from .hf import is_optimized, optimize, restore, set_backend, set_cuda_graphs
+from .modeling import BertModel, BertPreTrainedModel
 from .runtime import graph_stats, set_graph_options, warmup
 
 __version__ = "0.1.0"

@@ -19,7 +19,8 @@ catch a wrong entry in this table. Do not make it call into this module.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

@@ -40,8 +40,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if texts == ["-"] or not texts:
         if sys.stdin.isatty() and not texts:
-            print("bertfast encode: give sentences as arguments, or '-' to read one per line from stdin",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "bertfast encode: give sentences as arguments, or '-' to read one per line from stdin", file=sys.stderr
+            )
             return 2
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     device = args.device
@@ -89,12 +90,14 @@ def info() -> dict:
     }
     out["backends"] = {
         "torch": "yes (cpu" + (", cuda)" if cuda else ")"),
-        "triton on cuda": "yes" if cuda and ops.triton_available() else
-        ("no: " + (ops.triton_unavailable_reason(torch.device("cuda")) or "no CUDA device")),
-        "triton on cpu (interpreter)": "yes" if ops.triton_unavailable_reason(torch.device("cpu")) is None
+        "triton on cuda": "yes"
+        if cuda and ops.triton_available()
+        else ("no: " + (ops.triton_unavailable_reason(torch.device("cuda")) or "no CUDA device")),
+        "triton on cpu (interpreter)": "yes"
+        if ops.triton_unavailable_reason(torch.device("cpu")) is None
         else "no: " + ops.triton_unavailable_reason(torch.device("cpu")),
         "BERTFAST_BACKEND default": ops.default_backend(),
-    }  # fmt: skip
+    }
     try:
         from . import _wordpiece
 
@@ -126,8 +129,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .runtime import tune
 
     if not torch.cuda.is_available():
-        print("bertfast tune: needs a CUDA device (it autotunes the kernels and captures CUDA graphs)",
-              file=sys.stderr)  # fmt: skip
+        print("bertfast tune: needs a CUDA device (it autotunes the kernels and captures CUDA graphs)", file=sys.stderr)
         return 2
     dtype = args.dtype
     if args.model in ("bert-base", "bert-large"):
@@ -139,8 +141,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from .sentence import default_model_dir
 
         model = BertModel.from_pretrained(args.model if args.model != "minilm" else default_model_dir())
-    rows = tune(model.to(dtype), max_tokens=args.max_tokens, seq_len=args.seq_len, progress=_show_progress(args),
-                gemm_table=args.gemm_table)  # fmt: skip
+    rows = tune(
+        model.to(dtype),
+        max_tokens=args.max_tokens,
+        seq_len=args.seq_len,
+        progress=_show_progress(args),
+        gemm_table=args.gemm_table,
+    )
     print(f"{'tokens':>8} {'sequences':>10} {'replay ms':>10} {'us/token':>9}")
     for r in rows[:-1]:
         print(f"{r['tokens']:>8} {r['sequences']:>10} {r['ms']:>10.4f} {r['us_per_token']:>9.3f}")
@@ -152,21 +159,45 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _add_encode(sub) -> None:
-    e = sub.add_parser("encode", help="print sentence embeddings (default model: the embedded MiniLM-L6)",
-                       description="Embed sentences as sentence-transformers' encode() does, on bertfast's packed path.")
+    e = sub.add_parser(
+        "encode",
+        help="print sentence embeddings (default model: the embedded MiniLM-L6)",
+        description="Embed sentences as sentence-transformers' encode() does, on bertfast's packed path.",
+    )
     e.add_argument("texts", nargs="*", help="sentences; '-' (or none, with a pipe) reads one per line from stdin")
-    e.add_argument("--json", action="store_true",
-                   help="print one JSON list of lists (one row per sentence) instead of a summary per sentence")
-    e.add_argument("--model", default=None, metavar="DIR",
-                   help="a BERT or sentence-transformers model directory (default: the embedded MiniLM-L6)")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON list of lists (one row per sentence) instead of a summary per sentence",
+    )
+    e.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="a BERT or sentence-transformers model directory (default: the embedded MiniLM-L6)",
+    )
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default: cpu)")
-    e.add_argument("--dtype", default=None, type=_dtype_arg, metavar="DTYPE",
-                   help=f"weights dtype, one of {', '.join(DTYPE_NAMES)} (default: the checkpoint's)")
-    e.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"],
-                   help="auto: Triton kernels on CUDA, PyTorch on CPU; torch: PyTorch everywhere; triton: the "
-                   "kernels (on CPU only under TRITON_INTERPRET=1) (default: auto)")
-    e.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
-                   help="sentences per forward; they are sorted by length first (default: 64)")
+    e.add_argument(
+        "--dtype",
+        default=None,
+        type=_dtype_arg,
+        metavar="DTYPE",
+        help=f"weights dtype, one of {', '.join(DTYPE_NAMES)} (default: the checkpoint's)",
+    )
+    e.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "triton"],
+        help="auto: Triton kernels on CUDA, PyTorch on CPU; torch: PyTorch everywhere; triton: the "
+        "kernels (on CPU only under TRITON_INTERPRET=1) (default: auto)",
+    )
+    e.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="sentences per forward; they are sorted by length first (default: 64)",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
     e.set_defaults(func=cmd_encode)
 
@@ -178,9 +209,11 @@ def _embed_unavailable(args: argparse.Namespace) -> int:
 
 def _add_embed(sub) -> None:
     """The corpus job; its options and its run live in bertfast.embed, imported only here."""
-    x = sub.add_parser("embed", help="embed a file of texts (.txt, .jsonl, .parquet) into Parquet, resumable",
-                       description="Embed a corpus into Parquet shards with every local GPU (else the CPU), "
-                       "or on Ray Data.")  # fmt: skip
+    x = sub.add_parser(
+        "embed",
+        help="embed a file of texts (.txt, .jsonl, .parquet) into Parquet, resumable",
+        description="Embed a corpus into Parquet shards with every local GPU (else the CPU), or on Ray Data.",
+    )
     try:
         from .embed import add_arguments, run_cli
     except ModuleNotFoundError as e:
@@ -203,11 +236,20 @@ def _add_tune(sub) -> None:
     t.add_argument("--model", default="minilm", help="minilm (embedded), bert-base, bert-large, or a model directory")
     t.add_argument("--max-tokens", type=_positive_int, default=4096, help="largest token bucket to prepare")
     t.add_argument("--seq-len", type=_positive_int, default=128, help="sequence length of the tuning batches")
-    t.add_argument("--dtype", default="float16", type=_dtype_arg, metavar="DTYPE",
-                   help=f"dtype to tune for, one of {', '.join(DTYPE_NAMES)} (default: float16)")
-    t.add_argument("--gemm-table", metavar="PATH", default=None,
-                   help="also time every GEMM implementation on the model's shapes and write the choice table "
-                        "to PATH (the project commits them as bertfast/kernels/tables/<gpu>.json)")
+    t.add_argument(
+        "--dtype",
+        default="float16",
+        type=_dtype_arg,
+        metavar="DTYPE",
+        help=f"dtype to tune for, one of {', '.join(DTYPE_NAMES)} (default: float16)",
+    )
+    t.add_argument(
+        "--gemm-table",
+        metavar="PATH",
+        default=None,
+        help="also time every GEMM implementation on the model's shapes and write the choice table "
+        "to PATH (the project commits them as bertfast/kernels/tables/<gpu>.json)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
     t.set_defaults(func=cmd_tune)
 

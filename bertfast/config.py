@@ -30,11 +30,25 @@ ACTIVATIONS = {
 
 # The published BERT sizes (Devlin et al., 2019), for timing with seeded random weights.
 PUBLISHED_CONFIGS: dict[str, dict[str, int]] = {
-    "bert-base": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                      intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2),
-    "bert-large": dict(vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                       intermediate_size=4096, max_position_embeddings=512, type_vocab_size=2),
-}  # fmt: skip
+    "bert-base": dict(
+        vocab_size=30522,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+    ),
+    "bert-large": dict(
+        vocab_size=30522,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+    ),
+}
 
 
 class ConfigError(ValueError):

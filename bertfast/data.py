@@ -234,7 +234,9 @@ def batch_pretraining(
 
 
 # ---------------------------------------------------------------------------- sentence (pair) tasks
-def batch_sentences(tokenizer, texts: Sequence[str], labels: Any = None, *, max_length: int = 128) -> dict[str, torch.Tensor]:
+def batch_sentences(
+    tokenizer, texts: Sequence[str], labels: Any = None, *, max_length: int = 128
+) -> dict[str, torch.Tensor]:
     """Single-sentence classification/regression: [CLS] text [SEP], token types all 0."""
     texts = _check_texts("texts", texts)
     batch = _model_inputs(_encode(tokenizer, texts, max_length=max_length))
@@ -370,7 +372,9 @@ def qa_windows(
     return windows
 
 
-def collate_qa(windows: Sequence[QAWindow], *, pad_token_id: int, with_positions: bool = True) -> dict[str, torch.Tensor]:
+def collate_qa(
+    windows: Sequence[QAWindow], *, pad_token_id: int, with_positions: bool = True
+) -> dict[str, torch.Tensor]:
     """Pad windows into a BertForQuestionAnswering batch (right padding)."""
     if len(windows) == 0:
         raise ValueError("windows must not be empty")

@@ -17,7 +17,7 @@ Shapes: B sequences, S padded length, T real tokens, H hidden, I intermediate, N
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +27,14 @@ from . import ops
 from .inputs import Packed, prepare_padded
 from .padding import PackInfo, pad
 
+if TYPE_CHECKING:
+    from .config import BertConfig
+
 # Private attributes bertfast keeps in a module's __dict__ (never parameters, never saved).
 PATCH_ATTR = "_bertfast"  # hf.py: the patch state of an optimized transformers BertModel
 RUNNER_ATTR = "_bertfast_graphs"  # runtime: the CUDA-graph runner of an encoder
 FUSED_QKV_ATTR = "_bertfast_qkv"  # the fused [3H, H] QKV weight derived from query/key/value
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -120,7 +124,9 @@ def layer_forward(
     qkv = ops.linear(backend, h, w_qkv, b_qkv)  # (T, 3H)
     ctx = ops.attention(backend, qkv, info, spec.num_heads, spec.attention_dropout if training else 0.0)  # (T, H)
     h = _dense_residual_layernorm(backend, ctx, attn.output, h, spec, dropout)  # (T, H)
-    i = ops.linear(backend, h, layer.intermediate.dense.weight, layer.intermediate.dense.bias, spec.activation)  # (T, I)
+    i = ops.linear(
+        backend, h, layer.intermediate.dense.weight, layer.intermediate.dense.bias, spec.activation
+    )  # (T, I)
     return _dense_residual_layernorm(backend, i, layer.output, h, spec, dropout)  # (T, H)
 
 
@@ -179,9 +185,7 @@ def needs_autograd(module: nn.Module, *tensors: torch.Tensor | None) -> bool:
 def choose_backend(module: nn.Module, requested: str, param: torch.Tensor, *tensors: torch.Tensor | None) -> str:
     """The backend this call runs: the kernels are inference-only, so training or grads mean torch."""
     grads = needs_autograd(module, *tensors)
-    dropping = module.training and any(
-        isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules()
-    )
+    dropping = module.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules())
     return ops.resolve_backend(requested, param.device, param.dtype, grads or dropping)
 
 

@@ -86,8 +86,9 @@ def bucket_cu_seqlens(cu_seqlens: list[int], token_bucket: int, seq_bucket: int)
     """The (B_b + 1) offsets of a batch laid into a bucket: real sequences, dummy chunks, empty slots."""
     num_tokens, num_seqs = cu_seqlens[-1], len(cu_seqlens) - 1
     if sequences_needed(num_tokens, num_seqs, token_bucket) > seq_bucket or num_tokens > token_bucket:
-        raise ValueError(f"a batch of {num_tokens} tokens in {num_seqs} sequences does not fit "
-                         f"bucket ({token_bucket}, {seq_bucket})")  # fmt: skip
+        raise ValueError(
+            f"a batch of {num_tokens} tokens in {num_seqs} sequences does not fit bucket ({token_bucket}, {seq_bucket})"
+        )
     out = list(cu_seqlens)
     pos = num_tokens
     while pos < token_bucket:
@@ -223,8 +224,16 @@ class CudaGraphEncoder:
     what the live buckets account for, evicting the least recently used first.
     """
 
-    def __init__(self, bert: nn.Module, spec: Spec, *, max_tokens: int = 8192, max_seqs: int = 512,
-                 memory_budget_mb: float | None = None, replay: str = "cuda"):  # fmt: skip
+    def __init__(
+        self,
+        bert: nn.Module,
+        spec: Spec,
+        *,
+        max_tokens: int = 8192,
+        max_seqs: int = 512,
+        memory_budget_mb: float | None = None,
+        replay: str = "cuda",
+    ):
         if replay not in ("cuda", "eager"):
             raise ValueError(f"replay must be 'cuda' or 'eager', got {replay!r}")
         if memory_budget_mb is not None and not memory_budget_mb > 0:
@@ -303,7 +312,15 @@ class CudaGraphEncoder:
             # Empty trailing sequences start at T_b: the pooler reads a dummy row for them instead.
             first = bucket.cu_seqlens[:-1].long().clamp(max=t_b - 1)  # (B_b,)
             h, pooled, _ = packed_forward(
-                self.bert, self.spec, info, bucket.ids, bucket.types, bucket.positions, None, "triton", False,
+                self.bert,
+                self.spec,
+                info,
+                bucket.ids,
+                bucket.types,
+                bucket.positions,
+                None,
+                "triton",
+                False,
                 first_token_index=first,
             )
             return h, pooled
@@ -371,7 +388,9 @@ class CudaGraphEncoder:
             self._drop_all()
             self._weights = weights
         lengths = [b - a for a, b in zip(cu_host[:-1], cu_host[1:])]
-        parts = [(0, len(lengths))] if self.bucket_for(lengths) else split_batch(lengths, self.max_tokens, self.max_seqs)
+        parts = (
+            [(0, len(lengths))] if self.bucket_for(lengths) else split_batch(lengths, self.max_tokens, self.max_seqs)
+        )
         outs = []
         for s0, s1 in parts:
             t0, t1 = cu_host[s0], cu_host[s1]

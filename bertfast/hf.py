@@ -34,8 +34,7 @@ class _PatchState:
 
 def _is_hf_bert_model(module: nn.Module) -> bool:
     return any(
-        c.__name__ == "BertModel" and c.__module__.startswith("transformers.models.bert")
-        for c in type(module).__mro__
+        c.__name__ == "BertModel" and c.__module__.startswith("transformers.models.bert") for c in type(module).__mro__
     )
 
 

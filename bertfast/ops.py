@@ -44,13 +44,13 @@ def interpreter_on() -> bool:
     return triton_available() and _kernels().interpreting()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_available() -> bool:
     """Whether triton can be imported (cached; importing it does not touch the GPU)."""
     return importlib.util.find_spec("triton") is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels():
     from . import kernels
 

@@ -74,8 +74,11 @@ def set_graph_options(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     for _, m in _encoders(model):
-        m.__dict__[OPTIONS_ATTR] = {"memory_budget_mb": memory_budget_mb, "max_tokens": max_tokens,
-                                    "max_seqs": max_seqs}  # fmt: skip
+        m.__dict__[OPTIONS_ATTR] = {
+            "memory_budget_mb": memory_budget_mb,
+            "max_tokens": max_tokens,
+            "max_seqs": max_seqs,
+        }
         m.__dict__.pop(RUNNER_ATTR, None)
     return model
 
@@ -110,7 +113,10 @@ def warmup(model: nn.Module, shapes: Iterable[tuple[int, int]], *, device: str |
         for _, m in encoders:
             param = m.embeddings.word_embeddings.weight
             dev = torch.device(device) if device is not None else param.device
-            vocab, max_len = m.embeddings.word_embeddings.num_embeddings, m.embeddings.position_embeddings.num_embeddings
+            vocab, max_len = (
+                m.embeddings.word_embeddings.num_embeddings,
+                m.embeddings.position_embeddings.num_embeddings,
+            )
             for batch, seq in shapes:
                 if seq > max_len:
                     raise ValueError(f"shapes: seq_len {seq} exceeds max_position_embeddings ({max_len})")
@@ -198,9 +204,15 @@ def tune(
                 model.forward_packed(ids, cu)
                 model.set_cuda_graphs(True)
             model.forward_packed(ids, cu)  # captures this bucket with the tuned configs
-            ms = _time_ms(lambda: model.forward_packed(ids, cu))
-        rows.append({"tokens": tokens, "sequences": len(lengths), "ms": round(ms, 4),
-                     "us_per_token": round(1000 * ms / ids.numel(), 3)})  # fmt: skip
+            ms = _time_ms(lambda ids=ids, cu=cu: model.forward_packed(ids, cu))
+        rows.append(
+            {
+                "tokens": tokens,
+                "sequences": len(lengths),
+                "ms": round(ms, 4),
+                "us_per_token": round(1000 * ms / ids.numel(), 3),
+            }
+        )
         bar.update(1)
     bar.close()
     cache = device_cache(dev)

@@ -252,7 +252,9 @@ def _check_encode_args(batch_size, show_progress_bar, output_value, precision, f
 def _target_device(device) -> torch.device:
     """The device `encode(device=...)` names, checked: a str, torch.device or CUDA index."""
     if isinstance(device, (list, tuple)):
-        raise TypeError("device must be one device: bertfast encodes in this process (for many GPUs use `bertfast embed`)")
+        raise TypeError(
+            "device must be one device: bertfast encodes in this process (for many GPUs use `bertfast embed`)"
+        )
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -354,9 +356,17 @@ class SentenceEncoder:
         An empty list gives np.array([]) (or an empty tensor / list), as sentence-transformers.
         """
         texts, single = _as_texts(sentences)
-        _check_encode_args(batch_size, show_progress_bar, output_value, precision,
-                           {"convert_to_numpy": convert_to_numpy, "convert_to_tensor": convert_to_tensor,
-                            "normalize_embeddings": normalize_embeddings})  # fmt: skip
+        _check_encode_args(
+            batch_size,
+            show_progress_bar,
+            output_value,
+            precision,
+            {
+                "convert_to_numpy": convert_to_numpy,
+                "convert_to_tensor": convert_to_tensor,
+                "normalize_embeddings": normalize_embeddings,
+            },
+        )
         if device is not None:
             target = _target_device(device)
             if self.device != target:
@@ -366,8 +376,14 @@ class SentenceEncoder:
         if output_value != "sentence_embedding":  # lists of per-sentence tensors, whatever was asked
             convert_to_numpy = convert_to_tensor = False
 
-        results = self._encode_in_order(texts, batch_size, output_value, normalize_embeddings,
-                                        to_cpu=convert_to_numpy, progress=bool(show_progress_bar))  # fmt: skip
+        results = self._encode_in_order(
+            texts,
+            batch_size,
+            output_value,
+            normalize_embeddings,
+            to_cpu=convert_to_numpy,
+            progress=bool(show_progress_bar),
+        )
         if len(results) and precision not in (None, "float32"):
             results = quantize_embeddings(results, precision)  # numpy: (N, D), or a list of (L_i, D)
         results = self._convert(results, output_value, convert_to_numpy, convert_to_tensor)
@@ -409,8 +425,9 @@ class SentenceEncoder:
         lengths = (packed["cu_seqlens"][1:] - packed["cu_seqlens"][:-1]).tolist()  # host, no sync
         ids = packed["input_ids"].to(device)  # (T,)
         types = packed["token_type_ids"].to(device)  # (T,)
-        out = self.model.forward_packed(ids, packed["cu_seqlens"].to(device), max_seqlen=packed["max_seqlen"],
-                                        token_type_ids=types)  # fmt: skip
+        out = self.model.forward_packed(
+            ids, packed["cu_seqlens"].to(device), max_seqlen=packed["max_seqlen"], token_type_ids=types
+        )
         h = out.last_hidden_state  # (T, H)
         if output_value == "token_embeddings":
             return list(h.split(lengths))  # (L_b, H) each
@@ -419,10 +436,15 @@ class SentenceEncoder:
             emb = F.normalize(emb.float(), p=2, dim=1).to(emb.dtype)
         if output_value is None:
             return [
-                {"input_ids": i, "token_type_ids": t, "attention_mask": torch.ones_like(i),
-                 "token_embeddings": x, "sentence_embedding": e}
+                {
+                    "input_ids": i,
+                    "token_type_ids": t,
+                    "attention_mask": torch.ones_like(i),
+                    "token_embeddings": x,
+                    "sentence_embedding": e,
+                }
                 for i, t, x, e in zip(ids.split(lengths), types.split(lengths), h.split(lengths), emb)
-            ]  # fmt: skip
+            ]
         if normalize:
             emb = F.normalize(emb.float(), p=2, dim=1).to(emb.dtype)
         return list(emb.cpu() if to_cpu else emb)  # (D,) each

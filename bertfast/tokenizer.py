@@ -28,8 +28,9 @@ import contextlib
 import gc
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,16 +68,35 @@ def _check_length(name: str, value: Any, minimum: int = 0) -> int | None:
 
 def _wordpiece_cleanup(token: str) -> str:
     # tokenizers' WordPiece decoder cleans each token (with its leading space) this way.
-    return (token.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
-            .replace(" ' ", "'").replace(" n't", "n't").replace(" 'm", "'m").replace(" do not", " don't")
-            .replace(" 's", "'s").replace(" 've", "'ve").replace(" 're", "'re"))
+    return (
+        token.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" do not", " don't")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+    )
 
 
 def _clean_up_tokenization(text: str) -> str:
     # transformers' clean_up_tokenization (applied when clean_up_tokenization_spaces is on).
-    return (text.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
-            .replace(" ' ", "'").replace(" n't", "n't").replace(" 'm", "'m").replace(" 's", "'s")
-            .replace(" 've", "'ve").replace(" 're", "'re"))
+    return (
+        text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+    )
 
 
 @contextlib.contextmanager
@@ -143,8 +163,9 @@ class Tokenizer:
         self.do_lower_case = bool(do_lower_case)
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
-        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else _check_length(
-            "model_max_length", model_max_length)
+        self.model_max_length = (
+            VERY_LARGE_INTEGER if model_max_length is None else _check_length("model_max_length", model_max_length)
+        )
         self.max_input_chars_per_word = _check_length("max_input_chars_per_word", max_input_chars_per_word, 1)
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         if num_threads is None:
@@ -160,8 +181,13 @@ class Tokenizer:
             self._id_to_token[i] = tok
 
         # Special tokens missing from the vocabulary are added after it, as transformers adds them.
-        specials = {"unk_token": unk_token, "sep_token": sep_token, "pad_token": pad_token,
-                    "cls_token": cls_token, "mask_token": mask_token}
+        specials = {
+            "unk_token": unk_token,
+            "sep_token": sep_token,
+            "pad_token": pad_token,
+            "cls_token": cls_token,
+            "mask_token": mask_token,
+        }
         self.additional_special_tokens = [str(t) for t in additional_special_tokens]
         self._added: dict[str, int] = {}
         for name, tok in specials.items():
@@ -183,13 +209,20 @@ class Tokenizer:
 
         strip = self.do_lower_case if strip_accents is None else bool(strip_accents)
         self._core = _wordpiece.WordPieceCore(
-            vocab, self.unk_token_id, self.do_lower_case, strip, self.tokenize_chinese_chars,
-            [(t, self._token_id(t)) for t in self.all_special_tokens], self.max_input_chars_per_word, "##")
+            vocab,
+            self.unk_token_id,
+            self.do_lower_case,
+            strip,
+            self.tokenize_chinese_chars,
+            [(t, self._token_id(t)) for t in self.all_special_tokens],
+            self.max_input_chars_per_word,
+            "##",
+        )
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike, **overrides: Any) -> "Tokenizer":
+    def from_pretrained(cls, model_dir: str | os.PathLike, **overrides: Any) -> Tokenizer:
         """Loads vocab.txt, tokenizer_config.json and special_tokens_map.json (when present) from a folder.
 
         Keyword arguments override what the files say (e.g. do_lower_case=False).
@@ -218,8 +251,10 @@ class Tokenizer:
         for entry in (cfg.get("added_tokens_decoder") or {}).values():
             if isinstance(entry, dict) and entry.get("special", True) and isinstance(entry.get("content"), str):
                 extra.append(entry["content"])
-        main = {kwargs.get(name, default) for name, default in
-                zip(_SPECIAL_NAMES, ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"))}
+        main = {
+            kwargs.get(name, default)
+            for name, default in zip(_SPECIAL_NAMES, ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"))
+        }
         extra = [t for t in dict.fromkeys(extra) if t not in main]
         if extra:
             kwargs["additional_special_tokens"] = extra
@@ -291,8 +326,10 @@ class Tokenizer:
         elif isinstance(truncation, str) and truncation in _TRUNCATION:
             trunc = _TRUNCATION[truncation]
         else:
-            raise ValueError("truncation must be True, False, None, 'longest_first', 'only_first', 'only_second' "
-                             f"or 'do_not_truncate', got {truncation!r}")
+            raise ValueError(
+                "truncation must be True, False, None, 'longest_first', 'only_first', 'only_second' "
+                f"or 'do_not_truncate', got {truncation!r}"
+            )
         if max_length is None:
             if pad == 2:
                 if self.model_max_length > LARGE_INTEGER:
@@ -305,8 +342,10 @@ class Tokenizer:
                 else:
                     max_length = self.model_max_length
         if trunc and pad and pad_to_multiple_of and max_length is not None and max_length % pad_to_multiple_of:
-            raise ValueError(f"Truncation and padding are both activated but truncation length ({max_length}) is "
-                             f"not a multiple of pad_to_multiple_of ({pad_to_multiple_of}).")
+            raise ValueError(
+                f"Truncation and padding are both activated but truncation length ({max_length}) is "
+                f"not a multiple of pad_to_multiple_of ({pad_to_multiple_of})."
+            )
         return pad, trunc, (max_length or 0), (pad_to_multiple_of or 0)
 
     def __call__(
@@ -341,8 +380,19 @@ class Tokenizer:
                 raise TypeError(f"text_pair must be a str when text is a str, got {type(text_pair).__name__}")
             if return_tensors is None:
                 ids, types, mask, offsets = self._core.encode_single(
-                    text, text_pair, add_special_tokens, self.cls_token_id, self.sep_token_id, self.pad_token_id,
-                    trunc, max_len, pad, max_len, multiple, return_offsets_mapping)
+                    text,
+                    text_pair,
+                    add_special_tokens,
+                    self.cls_token_id,
+                    self.sep_token_id,
+                    self.pad_token_id,
+                    trunc,
+                    max_len,
+                    pad,
+                    max_len,
+                    multiple,
+                    return_offsets_mapping,
+                )
                 out = {"input_ids": ids}
                 if want_types:
                     out["token_type_ids"] = types
@@ -358,8 +408,10 @@ class Tokenizer:
                 pairs = None
             elif isinstance(text_pair, (list, tuple)):
                 if len(text_pair) != len(text):
-                    raise ValueError(f"batch length of `text`: {len(text)} does not match batch length of "
-                                     f"`text_pair`: {len(text_pair)}.")
+                    raise ValueError(
+                        f"batch length of `text`: {len(text)} does not match batch length of "
+                        f"`text_pair`: {len(text_pair)}."
+                    )
                 pairs = text_pair
             else:
                 raise TypeError(f"text_pair must be a list of str when text is a list, got {type(text_pair).__name__}")
@@ -367,22 +419,42 @@ class Tokenizer:
             raise TypeError(f"text must be a str or a list/tuple of str, got {type(text).__name__}")
 
         res = self._core.encode_batch(
-            texts, pairs, add_special_tokens, self.cls_token_id, self.sep_token_id, self.pad_token_id, trunc,
-            max_len, pad, max_len, multiple, return_offsets_mapping, want_mask, False, self.num_threads)
-        keys = ["input_ids"] + (["token_type_ids"] if want_types else []) + (
-            ["attention_mask"] if want_mask else []) + (["offset_mapping"] if return_offsets_mapping else [])
+            texts,
+            pairs,
+            add_special_tokens,
+            self.cls_token_id,
+            self.sep_token_id,
+            self.pad_token_id,
+            trunc,
+            max_len,
+            pad,
+            max_len,
+            multiple,
+            return_offsets_mapping,
+            want_mask,
+            False,
+            self.num_threads,
+        )
+        keys = (
+            ["input_ids"]
+            + (["token_type_ids"] if want_types else [])
+            + (["attention_mask"] if want_mask else [])
+            + (["offset_mapping"] if return_offsets_mapping else [])
+        )
         if "cu_seqlens" in res:  # rows of different lengths
             cu = res["cu_seqlens"]
             if return_tensors == "pt":
-                raise ValueError("padding: the rows have different lengths and cannot form one tensor; "
-                                 "pass padding=True (or 'max_length' with truncation) with return_tensors='pt'")
+                raise ValueError(
+                    "padding: the rows have different lengths and cannot form one tensor; "
+                    "pass padding=True (or 'max_length' with truncation) with return_tensors='pt'"
+                )
             if return_tensors == "np":  # as transformers: a 1-D object array of int64 rows
                 bounds = cu.tolist()
                 out = {}
                 for k in keys:
                     col = np.empty(len(bounds) - 1, dtype=object)
                     for i in range(len(bounds) - 1):
-                        col[i] = res[k][bounds[i]:bounds[i + 1]]
+                        col[i] = res[k][bounds[i] : bounds[i + 1]]
                     out[k] = col
                 return out
         elif return_tensors is None:
@@ -390,23 +462,45 @@ class Tokenizer:
             cu = np.arange(0, rows * width + 1, max(width, 1), dtype=np.int64)[: rows + 1]
         if return_tensors is None:
             with _gc_paused():  # millions of new lists would otherwise set off the cyclic GC again and again
-                return {k: _wordpiece.split_rows(res[k].reshape(-1, 2) if k == "offset_mapping" else res[k].reshape(-1),
-                                                 cu, k == "offset_mapping") for k in keys}
+                return {
+                    k: _wordpiece.split_rows(
+                        res[k].reshape(-1, 2) if k == "offset_mapping" else res[k].reshape(-1),
+                        cu,
+                        k == "offset_mapping",
+                    )
+                    for k in keys
+                }
         if return_tensors == "pt":
             import torch
 
             return {k: torch.from_numpy(res[k]) for k in keys}
         return {k: res[k] for k in keys}
 
-    def encode(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = True,
-               padding: bool | str = False, truncation: bool | str | None = None, max_length: int | None = None,
-               pad_to_multiple_of: int | None = None) -> list[int]:
+    def encode(
+        self,
+        text: str,
+        text_pair: str | None = None,
+        *,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+    ) -> list[int]:
         """The input_ids of one text (or pair), as BertTokenizerFast.encode."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
-                    max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
-                    return_token_type_ids=False, return_attention_mask=False)["input_ids"]
+        return self(
+            text,
+            text_pair,
+            add_special_tokens=add_special_tokens,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_token_type_ids=False,
+            return_attention_mask=False,
+        )["input_ids"]
 
     def pack(
         self,
@@ -440,10 +534,28 @@ class Tokenizer:
         if text_pair is not None and not isinstance(text_pair, (list, tuple)):
             raise TypeError(f"text_pair must be a list/tuple of str, got {type(text_pair).__name__}")
         res = self._core.encode_batch(
-            texts, text_pair, add_special_tokens, self.cls_token_id, self.sep_token_id, self.pad_token_id,
-            0 if max_length is None else 1, max_length or 0, 0, 0, 0, False, False, True, self.num_threads)
-        out = {"input_ids": res["input_ids"], "token_type_ids": res["token_type_ids"],
-               "cu_seqlens": res["cu_seqlens"], "max_seqlen": int(res["max_seqlen"])}
+            texts,
+            text_pair,
+            add_special_tokens,
+            self.cls_token_id,
+            self.sep_token_id,
+            self.pad_token_id,
+            0 if max_length is None else 1,
+            max_length or 0,
+            0,
+            0,
+            0,
+            False,
+            False,
+            True,
+            self.num_threads,
+        )
+        out = {
+            "input_ids": res["input_ids"],
+            "token_type_ids": res["token_type_ids"],
+            "cu_seqlens": res["cu_seqlens"],
+            "max_seqlen": int(res["max_seqlen"]),
+        }
         if return_tensors == "pt":
             import torch
 
@@ -453,8 +565,9 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ decoding
 
-    def decode(self, token_ids, skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool | None = None) -> str:
+    def decode(
+        self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+    ) -> str:
         """Text of a list of ids, as BertTokenizerFast.decode: "##" pieces are glued to the previous
         piece, other tokens are joined with spaces, and the WordPiece decoder's cleanup is applied."""
         if isinstance(token_ids, (int, np.integer)):
@@ -480,13 +593,16 @@ class Tokenizer:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         return _clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+    def batch_decode(
+        self, sequences, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+    ) -> list[str]:
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
         return [self.decode(s, skip_special_tokens, clean_up_tokenization_spaces) for s in sequences]
 
     def __repr__(self) -> str:
-        return (f"Tokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case}, "
-                f"strip_accents={self.strip_accents}, tokenize_chinese_chars={self.tokenize_chinese_chars}, "
-                f"model_max_length={self.model_max_length})")
+        return (
+            f"Tokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case}, "
+            f"strip_accents={self.strip_accents}, tokenize_chinese_chars={self.tokenize_chinese_chars}, "
+            f"model_max_length={self.model_max_length})"
+        )

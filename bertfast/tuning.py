@@ -164,8 +164,9 @@ def seed(cache: TunedConfigCache, tables: dict[str, Any] | None = None) -> int:
     return count
 
 
-def device_cache(device: torch.device, directory: str | os.PathLike | None = None, prefix: str = "tuned"
-                 ) -> TunedConfigCache:  # fmt: skip
+def device_cache(
+    device: torch.device, directory: str | os.PathLike | None = None, prefix: str = "tuned"
+) -> TunedConfigCache:
     import triton
 
     return TunedConfigCache(torch.cuda.get_device_name(device), triton.__version__, directory=directory, prefix=prefix)

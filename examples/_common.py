@@ -54,8 +54,17 @@ def batches(n: int, size: int, rng: random.Random, shuffle: bool = True):
         yield order[i : i + size]
 
 
-def fine_tune(model, n_train: int, make_batch, *, epochs: int, batch_size: int, lr: float,
-              max_steps: int | None, rng: random.Random) -> int:
+def fine_tune(
+    model,
+    n_train: int,
+    make_batch,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    max_steps: int | None,
+    rng: random.Random,
+) -> int:
     """AdamW over shuffled mini-batches (`make_batch(indices)` -> the head's inputs with labels);
     returns the number of steps taken."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

@@ -104,11 +104,21 @@ def main(argv=None):
         labels = [[TAG_ID[t] for t in train[i][1]] for i in idx]
         return batch_token_labels(tok, words, labels, max_length=96)
 
-    step = fine_tune(model, len(train), make_batch, epochs=args.epochs, batch_size=args.batch_size,
-                     lr=args.lr, max_steps=args.max_steps, rng=random.Random(0))
+    step = fine_tune(
+        model,
+        len(train),
+        make_batch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_steps=args.max_steps,
+        rng=random.Random(0),
+    )
     m = span_f1([t for _, t in test], predict(model, tok, test))
-    print(f"held-out entity F1: {m['f1']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}) "
-          f"after {step} steps, {time.time() - t0:.1f} s")
+    print(
+        f"held-out entity F1: {m['f1']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}) "
+        f"after {step} steps, {time.time() - t0:.1f} s"
+    )
     return m["f1"]
 
 

@@ -1,6 +1,6 @@
 """Fine-tune the embedded MiniLM on a small English + Chinese sentiment set; print held-out accuracy.
 
-    python examples/sentiment.py            # ~1 minute on 2 CPU cores
+python examples/sentiment.py            # ~1 minute on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -41,19 +41,30 @@ def main(argv=None):
     path = model_dir()
     tok = tokenizer(path)
     model = bertfast.BertForSequenceClassification.from_pretrained(path, num_labels=2)
-    print(f"train {len(train[0])}, held out {len(test[0])}; held-out accuracy before: "
-          f"{accuracy(model, tok, *test):.3f}")
+    print(
+        f"train {len(train[0])}, held out {len(test[0])}; held-out accuracy before: {accuracy(model, tok, *test):.3f}"
+    )
 
     def make_batch(idx):
         return batch_sentences(tok, [train[0][i] for i in idx], [train[1][i] for i in idx], max_length=64)
 
-    step = fine_tune(model, len(train[0]), make_batch, epochs=args.epochs, batch_size=args.batch_size,
-                     lr=args.lr, max_steps=args.max_steps, rng=random.Random(0))
+    step = fine_tune(
+        model,
+        len(train[0]),
+        make_batch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_steps=args.max_steps,
+        rng=random.Random(0),
+    )
     acc = accuracy(model, tok, *test)
     zh = [i for i, t in enumerate(test[0]) if not t.isascii()]
     acc_zh = accuracy(model, tok, [test[0][i] for i in zh], [test[1][i] for i in zh]) if zh else float("nan")
-    print(f"held-out accuracy: {acc:.3f} (Chinese subset {acc_zh:.3f}, n={len(zh)}) "
-          f"after {step} steps, {time.time() - t0:.1f} s")
+    print(
+        f"held-out accuracy: {acc:.3f} (Chinese subset {acc_zh:.3f}, n={len(zh)}) "
+        f"after {step} steps, {time.time() - t0:.1f} s"
+    )
     return acc
 
 

@@ -53,12 +53,31 @@ FLAG_MN = 16
 FLAG_SURR = 32
 
 # Rust's char::is_whitespace == the White_Space property (PropList.txt).
-WHITE_SPACE = [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F,
-               0x205F, 0x3000]
+WHITE_SPACE = [
+    *range(0x09, 0x0E),
+    0x20,
+    0x85,
+    0xA0,
+    0x1680,
+    *range(0x2000, 0x200B),
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+]
 
 # BertNormalizer's is_chinese_char (tokenizers/src/normalizers/bert.rs): inclusive ranges.
-CJK_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-              (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]
+CJK_RANGES = [
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B920, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+]
 
 
 def _ranges(*items):
@@ -79,27 +98,128 @@ REFERENCE_COMPAT = {
     "not_other": _ranges(0x890, 0x891, 0x8E2, 0x110CD, (0x13430, 0x13438)),
     # P* in 14.0, unknown to Unicode 8.0 data: not split off as punctuation.
     "not_punct": _ranges(
-        0x61D, 0x9FD, 0xA76, 0xC77, 0xC84, 0x1B7D, 0x1B7E, (0x2E43, 0x2E4F), (0x2E52, 0x2E5D), 0x10EAD,
-        (0x10F55, 0x10F59), (0x10F86, 0x10F89), (0x1144B, 0x1144F), 0x1145A, 0x1145B, 0x1145D, (0x11660, 0x1166C),
-        0x116B9, 0x1183B, (0x11944, 0x11946), 0x119E2, (0x11A3F, 0x11A46), (0x11A9A, 0x11A9C), (0x11A9E, 0x11AA2),
-        (0x11C41, 0x11C45), 0x11C70, 0x11C71, 0x11EF7, 0x11EF8, 0x11FFF, 0x12FF1, 0x12FF2, (0x16E97, 0x16E9A),
-        0x16FE2, 0x1E95E, 0x1E95F),
+        0x61D,
+        0x9FD,
+        0xA76,
+        0xC77,
+        0xC84,
+        0x1B7D,
+        0x1B7E,
+        (0x2E43, 0x2E4F),
+        (0x2E52, 0x2E5D),
+        0x10EAD,
+        (0x10F55, 0x10F59),
+        (0x10F86, 0x10F89),
+        (0x1144B, 0x1144F),
+        0x1145A,
+        0x1145B,
+        0x1145D,
+        (0x11660, 0x1166C),
+        0x116B9,
+        0x1183B,
+        (0x11944, 0x11946),
+        0x119E2,
+        (0x11A3F, 0x11A46),
+        (0x11A9A, 0x11A9C),
+        (0x11A9E, 0x11AA2),
+        (0x11C41, 0x11C45),
+        0x11C70,
+        0x11C71,
+        0x11EF7,
+        0x11EF8,
+        0x11FFF,
+        0x12FF1,
+        0x12FF2,
+        (0x16E97, 0x16E9A),
+        0x16FE2,
+        0x1E95E,
+        0x1E95F,
+    ),
     # Po in Unicode 8.0 (So / Mn in 14.0): split off as punctuation by the reference.
     "extra_punct": [0x166D, 0x111C9],
     # Mn in 14.0, unknown to Unicode 8.0 data: kept when accents are stripped.
     "not_mn": _ranges(
-        0x7FD, (0x898, 0x89F), (0x8CA, 0x8E1), 0x9FE, (0xAFA, 0xAFF), 0xB55, 0xC04, 0xC3C, 0xD00, (0xD3B, 0xD3C),
-        0xD81, 0xEBA, 0x180F, (0x1885, 0x1886), (0x1ABF, 0x1ACE), (0x1DF6, 0x1DFB), 0xA82C, 0xA8C5, 0xA8FF, 0xA9BD,
-        (0x10D24, 0x10D27), (0x10EAB, 0x10EAC), (0x10F46, 0x10F50), (0x10F82, 0x10F85), 0x11070, (0x11073, 0x11074),
-        0x110C2, 0x111C9, 0x111CF, 0x1123E, 0x1133B, (0x11438, 0x1143F), (0x11442, 0x11444), 0x11446, 0x1145E,
-        (0x1182F, 0x11837), (0x11839, 0x1183A), (0x1193B, 0x1193C), 0x1193E, 0x11943, (0x119D4, 0x119D7),
-        (0x119DA, 0x119DB), 0x119E0, (0x11A01, 0x11A0A), (0x11A33, 0x11A38), (0x11A3B, 0x11A3E), 0x11A47,
-        (0x11A51, 0x11A56), (0x11A59, 0x11A5B), (0x11A8A, 0x11A96), (0x11A98, 0x11A99), (0x11C30, 0x11C36),
-        (0x11C38, 0x11C3D), 0x11C3F, (0x11C92, 0x11CA7), (0x11CAA, 0x11CB0), (0x11CB2, 0x11CB3), (0x11CB5, 0x11CB6),
-        (0x11D31, 0x11D36), 0x11D3A, (0x11D3C, 0x11D3D), (0x11D3F, 0x11D45), 0x11D47, (0x11D90, 0x11D91), 0x11D95,
-        0x11D97, (0x11EF3, 0x11EF4), 0x16F4F, 0x16FE4, (0x1CF00, 0x1CF2D), (0x1CF30, 0x1CF46), (0x1E000, 0x1E006),
-        (0x1E008, 0x1E018), (0x1E01B, 0x1E021), (0x1E023, 0x1E024), (0x1E026, 0x1E02A), (0x1E130, 0x1E136), 0x1E2AE,
-        (0x1E2EC, 0x1E2EF), (0x1E944, 0x1E94A)),
+        0x7FD,
+        (0x898, 0x89F),
+        (0x8CA, 0x8E1),
+        0x9FE,
+        (0xAFA, 0xAFF),
+        0xB55,
+        0xC04,
+        0xC3C,
+        0xD00,
+        (0xD3B, 0xD3C),
+        0xD81,
+        0xEBA,
+        0x180F,
+        (0x1885, 0x1886),
+        (0x1ABF, 0x1ACE),
+        (0x1DF6, 0x1DFB),
+        0xA82C,
+        0xA8C5,
+        0xA8FF,
+        0xA9BD,
+        (0x10D24, 0x10D27),
+        (0x10EAB, 0x10EAC),
+        (0x10F46, 0x10F50),
+        (0x10F82, 0x10F85),
+        0x11070,
+        (0x11073, 0x11074),
+        0x110C2,
+        0x111C9,
+        0x111CF,
+        0x1123E,
+        0x1133B,
+        (0x11438, 0x1143F),
+        (0x11442, 0x11444),
+        0x11446,
+        0x1145E,
+        (0x1182F, 0x11837),
+        (0x11839, 0x1183A),
+        (0x1193B, 0x1193C),
+        0x1193E,
+        0x11943,
+        (0x119D4, 0x119D7),
+        (0x119DA, 0x119DB),
+        0x119E0,
+        (0x11A01, 0x11A0A),
+        (0x11A33, 0x11A38),
+        (0x11A3B, 0x11A3E),
+        0x11A47,
+        (0x11A51, 0x11A56),
+        (0x11A59, 0x11A5B),
+        (0x11A8A, 0x11A96),
+        (0x11A98, 0x11A99),
+        (0x11C30, 0x11C36),
+        (0x11C38, 0x11C3D),
+        0x11C3F,
+        (0x11C92, 0x11CA7),
+        (0x11CAA, 0x11CB0),
+        (0x11CB2, 0x11CB3),
+        (0x11CB5, 0x11CB6),
+        (0x11D31, 0x11D36),
+        0x11D3A,
+        (0x11D3C, 0x11D3D),
+        (0x11D3F, 0x11D45),
+        0x11D47,
+        (0x11D90, 0x11D91),
+        0x11D95,
+        0x11D97,
+        (0x11EF3, 0x11EF4),
+        0x16F4F,
+        0x16FE4,
+        (0x1CF00, 0x1CF2D),
+        (0x1CF30, 0x1CF46),
+        (0x1E000, 0x1E006),
+        (0x1E008, 0x1E018),
+        (0x1E01B, 0x1E021),
+        (0x1E023, 0x1E024),
+        (0x1E026, 0x1E02A),
+        (0x1E130, 0x1E136),
+        0x1E2AE,
+        (0x1E2EC, 0x1E2EF),
+        (0x1E944, 0x1E94A),
+    ),
     # Mn in Unicode 8.0 (Mc since 14.0): dropped when accents are stripped.
     "extra_mn": [0x1734],
     # Canonical decomposition added in Unicode 13.0, unknown to the reference's NFD.
@@ -107,15 +227,49 @@ REFERENCE_COMPAT = {
     # Marks with a nonzero combining class in 14.0 that the reference's NFD does not reorder
     # (class 0 to it: added after its Unicode data, or Mc it never classed).
     "ccc_zero": _ranges(
-        0x7FD, (0x898, 0x89F), (0x8CA, 0x8D3), 0x9FE, 0xC3C, (0xD3B, 0xD3C), 0xEBA, 0x1715, (0x1ABF, 0x1ACE),
-        (0x1DF6, 0x1DFA), 0xA82C, (0x10D24, 0x10D27), (0x10EAB, 0x10EAC), (0x10F46, 0x10F50), (0x10F82, 0x10F85),
-        0x11070, 0x1133B, 0x1145E, (0x11839, 0x1183A), (0x1193D, 0x1193E), 0x11943, 0x119E0, 0x11A34, 0x11A47,
-        0x11A99, 0x11D42, (0x11D44, 0x11D45), 0x11D97, (0x16FF0, 0x16FF1), (0x1E130, 0x1E136), 0x1E2AE,
-        (0x1E2EC, 0x1E2EF)),
+        0x7FD,
+        (0x898, 0x89F),
+        (0x8CA, 0x8D3),
+        0x9FE,
+        0xC3C,
+        (0xD3B, 0xD3C),
+        0xEBA,
+        0x1715,
+        (0x1ABF, 0x1ACE),
+        (0x1DF6, 0x1DFA),
+        0xA82C,
+        (0x10D24, 0x10D27),
+        (0x10EAB, 0x10EAC),
+        (0x10F46, 0x10F50),
+        (0x10F82, 0x10F85),
+        0x11070,
+        0x1133B,
+        0x1145E,
+        (0x11839, 0x1183A),
+        (0x1193D, 0x1193E),
+        0x11943,
+        0x119E0,
+        0x11A34,
+        0x11A47,
+        0x11A99,
+        0x11D42,
+        (0x11D44, 0x11D45),
+        0x11D97,
+        (0x16FF0, 0x16FF1),
+        (0x1E130, 0x1E136),
+        0x1E2AE,
+        (0x1E2EC, 0x1E2EF),
+    ),
     # Lower-case mappings of Rust's std (Unicode 16.0 / 17.0) for code points unassigned in 14.0.
     "extra_lower": {
-        0x1C89: 0x1C8A, 0xA7CB: 0x0264, 0xA7CC: 0xA7CD, 0xA7CE: 0xA7CF, 0xA7D2: 0xA7D3, 0xA7D4: 0xA7D5,
-        0xA7DA: 0xA7DB, 0xA7DC: 0x019B,
+        0x1C89: 0x1C8A,
+        0xA7CB: 0x0264,
+        0xA7CC: 0xA7CD,
+        0xA7CE: 0xA7CF,
+        0xA7D2: 0xA7D3,
+        0xA7D4: 0xA7D5,
+        0xA7DA: 0xA7DB,
+        0xA7DC: 0x019B,
         **{cp: cp + 0x20 for cp in range(0x10D50, 0x10D66)},
         **{cp: cp + 0x1B for cp in range(0x16EA0, 0x16EB9)},
     },
@@ -148,7 +302,7 @@ def char_properties():
             flags |= FLAG_DROP
         if cp in white_space:
             flags |= FLAG_WS
-        if ((cat.startswith("P") and cp not in not_punct) or cp in ascii_punct or cp in extra_punct):
+        if (cat.startswith("P") and cp not in not_punct) or cp in ascii_punct or cp in extra_punct:
             flags |= FLAG_PUNCT
         if any(lo <= cp <= hi for lo, hi in CJK_RANGES):
             flags |= FLAG_CJK
@@ -194,7 +348,7 @@ def build_tables(props):
 
     stage1, blocks, block_index = [], [], {}
     for start in range(0, MAX_CP, BLOCK):
-        blk = tuple(per_cp[start:start + BLOCK])
+        blk = tuple(per_cp[start : start + BLOCK])
         if blk not in block_index:
             block_index[blk] = len(blocks)
             blocks.append(blk)
@@ -205,7 +359,7 @@ def build_tables(props):
 def _c_array(ctype, name, values, per_line=16, fmt="{}"):
     lines = [f"inline constexpr {ctype} {name}[{len(values)}] = {{"]
     for i in range(0, len(values), per_line):
-        lines.append("    " + ", ".join(fmt.format(v) for v in values[i:i + per_line]) + ",")
+        lines.append("    " + ", ".join(fmt.format(v) for v in values[i : i + per_line]) + ",")
     lines.append("};")
     return "\n".join(lines)
 
@@ -214,7 +368,7 @@ def render_header():
     props = char_properties()
     records, data, stage1, blocks = build_tables(props)
     stage2 = [r for blk in blocks for r in blk]
-    rec_lines = ["inline constexpr CharRecord kRecords[%d] = {" % len(records)]
+    rec_lines = [f"inline constexpr CharRecord kRecords[{len(records)}] = {{"]
     for flags, ccc, nlen, llen, noff, loff in records:
         rec_lines.append(f"    {{{flags}, {ccc}, {nlen}, {llen}, {noff}, {loff}}},")
     rec_lines.append("};")
@@ -275,12 +429,15 @@ def check_reference():
 
     props = char_properties()
     print(f"tokenizers {tokenizers.__version__}, unicodedata {unicodedata.unidata_version}")
-    clean = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False, strip_accents=False,
-                                       lowercase=False)
-    strip = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=True,
-                                       lowercase=False)
-    lower = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=False,
-                                       lowercase=True)
+    clean = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False
+    )
+    strip = normalizers.BertNormalizer(
+        clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False
+    )
+    lower = normalizers.BertNormalizer(
+        clean_text=False, handle_chinese_chars=False, strip_accents=False, lowercase=True
+    )
     pre = pre_tokenizers.BertPreTokenizer()
     bad = 0
     for cp in range(MAX_CP):
@@ -295,9 +452,12 @@ def check_reference():
         ours_strip = "".join(chr(c) for c in (nfd or (cp,)) if not props[c][0] & FLAG_MN)
         ours_lower = "".join(chr(c) for c in (low or (cp,)))
         is_punct = len(pre.pre_tokenize_str("a" + ch + "a")) == 3
-        checks = [("clean", got, want), ("strip", strip.normalize_str(ch), ours_strip),
-                  ("lower", lower.normalize_str(ch), ours_lower),
-                  ("punct", is_punct, bool(flags & FLAG_PUNCT) and not flags & FLAG_WS)]
+        checks = [
+            ("clean", got, want),
+            ("strip", strip.normalize_str(ch), ours_strip),
+            ("lower", lower.normalize_str(ch), ours_lower),
+            ("punct", is_punct, bool(flags & FLAG_PUNCT) and not flags & FLAG_WS),
+        ]
         for what, ref, ours in checks:
             if ref != ours:
                 bad += 1
@@ -330,8 +490,10 @@ def main(argv=None):
     ap.add_argument("--check-reference", action="store_true", help="compare with the installed tokenizers")
     args = ap.parse_args(argv)
     if unicodedata.unidata_version != PINNED_UNICODE_VERSION:
-        sys.exit(f"unicodedata is Unicode {unicodedata.unidata_version}; the tables are pinned to "
-                 f"{PINNED_UNICODE_VERSION} (run with Python 3.11)")
+        sys.exit(
+            f"unicodedata is Unicode {unicodedata.unidata_version}; the tables are pinned to "
+            f"{PINNED_UNICODE_VERSION} (run with Python 3.11)"
+        )
     if args.check_reference:
         sys.exit(1 if check_reference() else 0)
     text = render_header()

@@ -75,4 +75,4 @@ def test_is_a_torch_only_leaf():
     tree = ast.parse(inspect.getsource(activations))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "typing", "torch"}, imported
+    assert imported <= {"__future__", "collections", "typing", "torch"}, imported

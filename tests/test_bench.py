@@ -18,10 +18,22 @@ bench = pytest.importorskip("bertfast.bench")
 @pytest.fixture(scope="module")
 def tiny_report():
     opts = bench.BenchOptions(
-        models=["tiny"], device="cpu", engines=["bertfast", "hf-eager", "hf-sdpa"], batches=[1, 3], seqs=[8, 33],
-        varlen=["varlen-uniform", "varlen-sentences"], varlen_seqs=[33], quick=True, n_sets=2, rounds=2,
-        min_reps=2, max_reps=3, target_s=0.01, progress=False, threads=1,
-    )  # fmt: skip
+        models=["tiny"],
+        device="cpu",
+        engines=["bertfast", "hf-eager", "hf-sdpa"],
+        batches=[1, 3],
+        seqs=[8, 33],
+        varlen=["varlen-uniform", "varlen-sentences"],
+        varlen_seqs=[33],
+        quick=True,
+        n_sets=2,
+        rounds=2,
+        min_reps=2,
+        max_reps=3,
+        target_s=0.01,
+        progress=False,
+        threads=1,
+    )
     return bench.run(opts)
 
 
@@ -44,7 +56,15 @@ def test_report_schema(tiny_report):
         assert row["model"] == "tiny" and row["dtype"] == "float32" and row["cuda_graphs"] is False
         assert row["engine"] in ("bertfast", "hf-eager", "hf-sdpa")
         assert row["lengths"] in ("fixed", "varlen-uniform", "varlen-sentences")
-        for k in ("median_ms", "ms_per_sentence", "tokens_per_s", "tflops", "frac_of_peak", "first_call_ms", "latency_ms"):
+        for k in (
+            "median_ms",
+            "ms_per_sentence",
+            "tokens_per_s",
+            "tflops",
+            "frac_of_peak",
+            "first_call_ms",
+            "latency_ms",
+        ):
             assert isinstance(row[k], float) and math.isfinite(row[k]) and row[k] > 0, (k, row)
         assert row["peak_mem_mb"] is None  # CPU
         # the arithmetic of the derived columns
@@ -126,9 +146,22 @@ def test_failed_engine_is_skipped_with_reason(monkeypatch):
         raise RuntimeError("compiler exploded")
 
     monkeypatch.setattr(bench.engines, "ENGINES", bench.ENGINES + [bench.Engine("broken", ("cpu",), False, broken)])
-    opts = bench.BenchOptions(models=["tiny"], device="cpu", engines=["hf-sdpa", "broken"], batches=[2], seqs=[8],
-                              varlen=[], quick=True, n_sets=1, rounds=1, min_reps=1, max_reps=1, target_s=0.001,
-                              progress=False, threads=1)  # fmt: skip
+    opts = bench.BenchOptions(
+        models=["tiny"],
+        device="cpu",
+        engines=["hf-sdpa", "broken"],
+        batches=[2],
+        seqs=[8],
+        varlen=[],
+        quick=True,
+        n_sets=1,
+        rounds=1,
+        min_reps=1,
+        max_reps=1,
+        target_s=0.001,
+        progress=False,
+        threads=1,
+    )
     rep = bench.run(opts)
     assert [r["engine"] for r in rep["results"]] == ["hf-sdpa"]
     assert rep["skipped"] and rep["skipped"][0]["engine"] == "broken"
@@ -140,9 +173,30 @@ def test_cli_parser(monkeypatch, tmp_path):
 
     p = argparse.ArgumentParser(prog="bertfast")
     bench_cli.register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["bench", "--device", "cpu", "--quick", "--model", "minilm", "--batch", "1,2", "4",
-                         "--seq", "16", "--out", str(tmp_path), "--profile", "--runtime", "--minilm-dir", "/x",
-                         "--no-st", "--runtime-model", "minilm"])  # fmt: skip
+    args = p.parse_args(
+        [
+            "bench",
+            "--device",
+            "cpu",
+            "--quick",
+            "--model",
+            "minilm",
+            "--batch",
+            "1,2",
+            "4",
+            "--seq",
+            "16",
+            "--out",
+            str(tmp_path),
+            "--profile",
+            "--runtime",
+            "--minilm-dir",
+            "/x",
+            "--no-st",
+            "--runtime-model",
+            "minilm",
+        ]
+    )
     seen = {}
 
     def fake_run(opts):
@@ -150,7 +204,9 @@ def test_cli_parser(monkeypatch, tmp_path):
         return {"device": "x", "date": "2026-01-01T00:00:00", "peak": {}, "results": [], "skipped": []}
 
     monkeypatch.setattr(bench, "run", fake_run)
-    monkeypatch.setattr(bench, "write_reports", lambda rep, out, with_plot=True: {k: out for k in ("json", "md", "png")})
+    monkeypatch.setattr(
+        bench, "write_reports", lambda rep, out, with_plot=True: {k: out for k in ("json", "md", "png")}
+    )
     monkeypatch.setattr(bench, "markdown", lambda rep: "table")
     assert args.func(args) == 0
     o = seen["opts"]
@@ -173,10 +229,25 @@ def test_engine_failing_at_first_call_is_dropped_for_the_model(monkeypatch):
         fwd.model = m
         return fwd
 
-    monkeypatch.setattr(bench.engines, "ENGINES", bench.ENGINES + [bench.Engine("compile-like", ("cpu",), False, build)])
-    opts = bench.BenchOptions(models=["tiny"], device="cpu", engines=["hf-sdpa", "compile-like"], batches=[1, 2],
-                              seqs=[8], varlen=[], quick=True, n_sets=1, rounds=1, min_reps=1, max_reps=1,
-                              target_s=0.001, progress=False, threads=1)  # fmt: skip
+    monkeypatch.setattr(
+        bench.engines, "ENGINES", bench.ENGINES + [bench.Engine("compile-like", ("cpu",), False, build)]
+    )
+    opts = bench.BenchOptions(
+        models=["tiny"],
+        device="cpu",
+        engines=["hf-sdpa", "compile-like"],
+        batches=[1, 2],
+        seqs=[8],
+        varlen=[],
+        quick=True,
+        n_sets=1,
+        rounds=1,
+        min_reps=1,
+        max_reps=1,
+        target_s=0.001,
+        progress=False,
+        threads=1,
+    )
     rep = bench.run(opts)
     assert len(calls) == 1  # tried once, not again for the next case
     assert [r["engine"] for r in rep["results"]] == ["hf-sdpa", "hf-sdpa"]
@@ -203,8 +274,13 @@ def _row(engine, ms, **kw):
 
 
 def test_best_peer_is_the_fastest_non_bertfast_engine():
-    rows = [_row("bertfast", 2.0), _row("bertfast-graphs", 1.0), _row("hf-sdpa", 5.0),
-            _row("torch-compile-cudagraphs", 1.6), _row("torch-compile", 2.5)]  # fmt: skip
+    rows = [
+        _row("bertfast", 2.0),
+        _row("bertfast-graphs", 1.0),
+        _row("hf-sdpa", 5.0),
+        _row("torch-compile-cudagraphs", 1.6),
+        _row("torch-compile", 2.5),
+    ]
     bench.annotate_best_peer(rows)
     assert {r["best_peer"] for r in rows} == {"torch-compile-cudagraphs"}
     speed = {r["engine"]: r["speedup_vs_best_peer"] for r in rows}
@@ -214,27 +290,47 @@ def test_best_peer_is_the_fastest_non_bertfast_engine():
     bench.annotate_best_peer(alone)
     assert alone[0]["best_peer"] is None and alone[0]["speedup_vs_best_peer"] is None
     # The Markdown names the peer and the faster bertfast variant.
-    rep = {"device": "d", "date": "2026-01-01T00:00:00", "torch": "t", "triton": "t", "transformers": "t",
-           "peak": {"matmul_tflops": 100.0, "matmul_tflops_by_dtype": {"float16": 100.0}, "copy_tbps": 2.0},
-           "results": [dict(r, tflops=1.0, frac_of_peak=0.01, ms_per_sentence=r["median_ms"], max_abs_err=1e-3)
-                       for r in rows], "skipped": []}  # fmt: skip
+    rep = {
+        "device": "d",
+        "date": "2026-01-01T00:00:00",
+        "torch": "t",
+        "triton": "t",
+        "transformers": "t",
+        "peak": {"matmul_tflops": 100.0, "matmul_tflops_by_dtype": {"float16": 100.0}, "copy_tbps": 2.0},
+        "results": [
+            dict(r, tflops=1.0, frac_of_peak=0.01, ms_per_sentence=r["median_ms"], max_abs_err=1e-3) for r in rows
+        ],
+        "skipped": [],
+    }
     md = bench.markdown(rep)
     assert "| torch-compile-cudagraphs | 1.60x (bertfast-graphs) |" in md
-    assert "Latency: ms of one call followed by a synchronize" in md and md.count("| m | float16 | fixed | 1 | 8 |") == 2
+    assert (
+        "Latency: ms of one call followed by a synchronize" in md and md.count("| m | float16 | fixed | 1 | 8 |") == 2
+    )
 
 
 def test_ceiling_raised_to_the_best_measured_not_clamped():
     peak = {"matmul_tflops": 100.0, "matmul_tflops_by_dtype": {"float16": 100.0, "bfloat16": 90.0}, "raised": {}}
-    rows = [_row("bertfast", 1.0, tflops=120.0), _row("hf-sdpa", 2.0, tflops=60.0),
-            dict(_row("bertfast", 1.0, tflops=45.0), dtype="bfloat16")]  # fmt: skip
+    rows = [
+        _row("bertfast", 1.0, tflops=120.0),
+        _row("hf-sdpa", 2.0, tflops=60.0),
+        dict(_row("bertfast", 1.0, tflops=45.0), dtype="bfloat16"),
+    ]
     bench.raise_ceilings(peak, rows)
     assert peak["matmul_tflops_by_dtype"] == {"float16": 120.0, "bfloat16": 90.0} and peak["matmul_tflops"] == 120.0
     assert peak["raised"]["float16"]["measured"] == 100.0 and peak["raised"]["float16"]["raised_to"] == 120.0
     assert "bfloat16" not in peak["raised"]
     assert [r["frac_of_peak"] for r in rows] == [pytest.approx(1.0), pytest.approx(0.5), pytest.approx(0.5)]
-    rep = {"device": "d", "date": "2026-01-01T00:00:00", "torch": "t", "triton": "t", "transformers": "t",
-           "peak": dict(peak, copy_tbps=2.0), "skipped": [],
-           "results": [dict(r, ms_per_sentence=1.0, max_abs_err=None) for r in rows]}  # fmt: skip
+    rep = {
+        "device": "d",
+        "date": "2026-01-01T00:00:00",
+        "torch": "t",
+        "triton": "t",
+        "transformers": "t",
+        "peak": dict(peak, copy_tbps=2.0),
+        "skipped": [],
+        "results": [dict(r, ms_per_sentence=1.0, max_abs_err=None) for r in rows],
+    }
     assert "float16: ceiling raised to the best measured, 120.0 TFLOP/s" in bench.markdown(rep)
 
 

@@ -38,6 +38,10 @@ def test_engine_table():
     assert "torch-compile-cudagraphs" in names and "torch-compile-cudagraphs" in bench.DEFAULT_ENGINES["cuda"]
     assert bench.engine("torch-compile-cudagraphs").cuda_graphs
     assert [bench.is_peer(n) for n in ("bertfast", "bertfast-graphs", "hf-sdpa", "torch-compile")] == [
-        False, False, True, True]  # fmt: skip
+        False,
+        False,
+        True,
+        True,
+    ]
     with pytest.raises(ValueError, match="engine"):
         bench.engine("tensorrt")

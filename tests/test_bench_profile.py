@@ -95,18 +95,36 @@ def test_profile_forward_parts_sum_to_total_on_cpu():
 
 
 def test_run_with_profile_reports_parts_and_floors():
-    opts = bench.BenchOptions(models=["tiny"], device="cpu", engines=["bertfast", "hf-sdpa"], batches=[3],
-                              seqs=[9, 33], varlen=[], quick=True, n_sets=1, rounds=1, min_reps=1, max_reps=1,
-                              target_s=0.001, progress=False, threads=1, profile=True,
-                              profile_cases=[("fixed", 3, 33)])  # fmt: skip
+    opts = bench.BenchOptions(
+        models=["tiny"],
+        device="cpu",
+        engines=["bertfast", "hf-sdpa"],
+        batches=[3],
+        seqs=[9, 33],
+        varlen=[],
+        quick=True,
+        n_sets=1,
+        rounds=1,
+        min_reps=1,
+        max_reps=1,
+        target_s=0.001,
+        progress=False,
+        threads=1,
+        profile=True,
+        profile_cases=[("fixed", 3, 33)],
+    )
     rep = bench.run(opts)
     prof = rep["profile"]
     assert [(p["engine"], p["case"]) for p in prof] == [("bertfast", "fixed b3 s33"), ("hf-sdpa", "fixed b3 s33")]
     for p in prof:
         assert "skipped" not in p, p
         assert p["total_ms"] == pytest.approx(sum(p["parts_ms"].values())) and p["parts_ms"]["gemm"] > 0
-        want = floors.part_floors_ms([33] * 3, 32, 64, 2, rep["peak"]["matmul_tflops_by_dtype"]["float32"],
-                                     rep["peak"]["copy_tbps"], elem=4)  # fmt: skip
+        want = floors.part_floors_ms(
+            [33] * 3, 32, 64, 2, rep["peak"]["matmul_tflops_by_dtype"]["float32"], rep["peak"]["copy_tbps"], elem=4
+        )
         assert p["floors_ms"] == pytest.approx(want)
-        assert p["vs_floor"]["gemm"] == pytest.approx(p["parts_ms"]["gemm"] / want["gemm"]) and p["vs_floor"]["other"] is None
+        assert (
+            p["vs_floor"]["gemm"] == pytest.approx(p["parts_ms"]["gemm"] / want["gemm"])
+            and p["vs_floor"]["other"] is None
+        )
     assert "## Where the time goes" in bench.markdown(rep)

@@ -11,6 +11,7 @@ import torch
 
 pytest.importorskip("bertfast.bench")
 from bertfast.bench import runtime  # noqa: E402
+
 from .helpers import SUM_ORDER_ATOL_FP32
 
 CPU = torch.device("cpu")
@@ -55,11 +56,16 @@ def test_bad_arguments():
 
 
 def test_runtime_section_runs_threads_in_a_fresh_process():
-    rt = runtime.runtime_section("cpu", "float32", model_name="tiny", replay_model="tiny", timeout_s=240,
-                                 probes=("cold_start", "threads"))  # fmt: skip
+    rt = runtime.runtime_section(
+        "cpu", "float32", model_name="tiny", replay_model="tiny", timeout_s=240, probes=("cold_start", "threads")
+    )
     assert rt["cold_start_s"] == {"skipped": "needs CUDA"}
-    assert rt["threads_ok"] == {"threads": 4, "calls": 160, "mismatches": 0,
-                                "max_abs_err": rt["probes"]["threads"]["max_abs_err"]}  # fmt: skip
+    assert rt["threads_ok"] == {
+        "threads": 4,
+        "calls": 160,
+        "mismatches": 0,
+        "max_abs_err": rt["probes"]["threads"]["max_abs_err"],
+    }
     assert rt["probes"]["threads"]["probe"] == "threads" and rt["probes"]["threads"]["wall_s"] > 0
     assert rt["probes"]["threads"]["max_abs_err"] <= SUM_ORDER_ATOL_FP32
     assert rt["new_bucket_s"] == {"skipped": "not run"} and "host_us_per_call" in rt["method"]

@@ -8,6 +8,7 @@ import torch
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("bertfast.bench")
 from bertfast.bench import st  # noqa: E402
+
 from .helpers import EMBED_ATOL_FP32, SUM_ORDER_ATOL_FP32
 
 

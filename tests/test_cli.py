@@ -161,10 +161,19 @@ def test_version_matches_the_installed_metadata():
 
 @pytest.mark.parametrize(
     ("name", "dtype"),
-    [("float32", torch.float32), ("fp32", torch.float32), ("float", torch.float32), ("FP16", torch.float16),
-     ("half", torch.float16), ("float16", torch.float16), ("bfloat16", torch.bfloat16), ("bf16", torch.bfloat16),
-     ("torch.bfloat16", torch.bfloat16), (torch.float16, torch.float16)],
-)  # fmt: skip
+    [
+        ("float32", torch.float32),
+        ("fp32", torch.float32),
+        ("float", torch.float32),
+        ("FP16", torch.float16),
+        ("half", torch.float16),
+        ("float16", torch.float16),
+        ("bfloat16", torch.bfloat16),
+        ("bf16", torch.bfloat16),
+        ("torch.bfloat16", torch.bfloat16),
+        (torch.float16, torch.float16),
+    ],
+)
 def test_parse_dtype(name, dtype):
     assert parse_dtype(name) is dtype
     assert dtype_name(dtype) == str(dtype).removeprefix("torch.")

@@ -21,7 +21,35 @@ transformers = pytest.importorskip("transformers")
 
 MODEL_DIR = gt.get_model_path()
 
-WORDS = ["the", "river", "bank", "of", "a", "city", "quiet", "morning", "unaffable", "playwrights", "zhangjiajie", "paris", "berlin", "tower", "question", "answer", "window", "stride", "token", "piece", "north", "south", "capital", "people", "walked", "slowly", "along"]
+WORDS = [
+    "the",
+    "river",
+    "bank",
+    "of",
+    "a",
+    "city",
+    "quiet",
+    "morning",
+    "unaffable",
+    "playwrights",
+    "zhangjiajie",
+    "paris",
+    "berlin",
+    "tower",
+    "question",
+    "answer",
+    "window",
+    "stride",
+    "token",
+    "piece",
+    "north",
+    "south",
+    "capital",
+    "people",
+    "walked",
+    "slowly",
+    "along",
+]
 
 
 @pytest.fixture(scope="module")

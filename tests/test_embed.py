@@ -30,7 +30,38 @@ from .helpers import EMBED_ATOL_FP32, assert_close
 # The job calls encode() on other batch compositions than one whole-list call: fp32 CPU rounding only.
 EMBED_ATOL = EMBED_ATOL_FP32
 DIM = 384  # MiniLM-L6
-WORDS = ["the", "river", "bank", "apple", "model", "fast", "slow", "tokens", "packed", "kernel", "graph", "bench", "ünïcödé", "我", "喜欢", "吃", "苹果", "naïve", "café", "résumé", "Zürich", "a", "of", "to", "in", "is", "42", "3.14", "hello-world", "e-mail"]  # fmt: skip
+WORDS = [
+    "the",
+    "river",
+    "bank",
+    "apple",
+    "model",
+    "fast",
+    "slow",
+    "tokens",
+    "packed",
+    "kernel",
+    "graph",
+    "bench",
+    "ünïcödé",
+    "我",
+    "喜欢",
+    "吃",
+    "苹果",
+    "naïve",
+    "café",
+    "résumé",
+    "Zürich",
+    "a",
+    "of",
+    "to",
+    "in",
+    "is",
+    "42",
+    "3.14",
+    "hello-world",
+    "e-mail",
+]
 
 
 def random_texts(rng: np.random.Generator, n: int) -> list[str]:
@@ -131,8 +162,20 @@ def test_jsonl_matches_encode_with_hash_through_cli(tmp_path, minilm_dir, encode
                 f.write("\n")  # a blank line: skipped, the ids after it are line numbers
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args([str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--model", minilm_dir,
-                              "--field", "body", "--store-hash", "--shard-size", "50", "--quiet"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            str(tmp_path / "in.jsonl"),
+            str(tmp_path / "out"),
+            "--model",
+            minilm_dir,
+            "--field",
+            "body",
+            "--store-hash",
+            "--shard-size",
+            "50",
+            "--quiet",
+        ]
+    )
 
     assert run_cli(args) == 0
 
@@ -154,8 +197,9 @@ def test_parquet_matches_encode_on_two_devices(tmp_path, minilm_dir, encoder, mo
     )
     monkeypatch.setattr(embed_mod, "local_devices", lambda device: ["cpu", "cpu"])
 
-    summary = embed_corpus(tmp_path / "in.parquet", tmp_path / "out", model_dir=minilm_dir, column="sentence",
-                           shard_size=29, quiet=True)  # fmt: skip
+    summary = embed_corpus(
+        tmp_path / "in.parquet", tmp_path / "out", model_dir=minilm_dir, column="sentence", shard_size=29, quiet=True
+    )
 
     table = read_output(tmp_path / "out")
     assert_schema(table)
@@ -389,8 +433,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "content", "kwargs", "error", "message"), BAD_INPUTS,
-                         ids=[f"{b[0]}-{b[4][:18]}" for b in BAD_INPUTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "content", "kwargs", "error", "message"), BAD_INPUTS, ids=[f"{b[0]}-{b[4][:18]}" for b in BAD_INPUTS]
+)
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, minilm_dir, name, content, kwargs, error, message):
     path = tmp_path / name
     if content == "parquet":
@@ -478,8 +523,9 @@ def test_ray_local_mode_matches_encode(tmp_path, minilm_dir, encoder):
         f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        summary = embed_corpus(tmp_path / "in.jsonl", tmp_path / "out", model_dir=minilm_dir, shard_size=23,
-                               ray="auto", quiet=True)  # fmt: skip
+        summary = embed_corpus(
+            tmp_path / "in.jsonl", tmp_path / "out", model_dir=minilm_dir, shard_size=23, ray="auto", quiet=True
+        )
     finally:
         ray.shutdown()
 
@@ -489,5 +535,10 @@ def test_ray_local_mode_matches_encode(tmp_path, minilm_dir, encoder):
     assert table.column("text").to_pylist() == texts
     assert_same_vectors(table, encoder, texts, "ray")
     assert summary["complete"] and summary["shards_computed"] == 3 and summary["engine"] == "ray (auto)"
-    assert sorted(n for n in os.listdir(tmp_path / "out")) == ["_SUCCESS", "_manifest.json",
-                                                               "part-00000", "part-00001", "part-00002"]  # fmt: skip
+    assert sorted(n for n in os.listdir(tmp_path / "out")) == [
+        "_SUCCESS",
+        "_manifest.json",
+        "part-00000",
+        "part-00001",
+        "part-00002",
+    ]

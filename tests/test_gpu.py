@@ -56,8 +56,14 @@ def test_auto_backend_runs_the_kernels_on_cuda(monkeypatch):
 @pytest.mark.parametrize("head_dim", [16, 32, 64, 80, 96, 128])
 def test_bf16_model_every_head_dim(head_dim):
     heads = 2
-    ref32 = hf_model("BertModel", seed=head_dim, hidden_size=heads * head_dim, num_attention_heads=heads,
-                     intermediate_size=2 * heads * head_dim, max_position_embeddings=512).cuda()  # fmt: skip
+    ref32 = hf_model(
+        "BertModel",
+        seed=head_dim,
+        hidden_size=heads * head_dim,
+        num_attention_heads=heads,
+        intermediate_size=2 * heads * head_dim,
+        max_position_embeddings=512,
+    ).cuda()
     ref16 = copy.deepcopy(ref32).bfloat16()
     ours = bertfast.optimize(copy.deepcopy(ref32).bfloat16())
     ids, mask, types = (t.cuda() for t in ragged_batch(5, 300, ref32.config.vocab_size, seed=head_dim))
@@ -110,8 +116,10 @@ def test_threads_and_streams_calling_one_graphed_model_get_their_own_results():
     from concurrent.futures import ThreadPoolExecutor
 
     model = bertfast.optimize(hf_model("BertModel", seed=63).cuda().half())
-    batches = [tuple(t.cuda() for t in ragged_batch(1 + i % 5, 8 + 7 * (i % 9), model.config.vocab_size, seed=i))
-               for i in range(40)]  # fmt: skip
+    batches = [
+        tuple(t.cuda() for t in ragged_batch(1 + i % 5, 8 + 7 * (i % 9), model.config.vocab_size, seed=i))
+        for i in range(40)
+    ]
     with torch.no_grad():
         bertfast.set_cuda_graphs(model, False)
         expected = [model(ids, attention_mask=m, token_type_ids=t).last_hidden_state for ids, m, t in batches]
@@ -127,7 +135,9 @@ def test_threads_and_streams_calling_one_graphed_model_get_their_own_results():
 
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(call, range(160)))
-    bad = [i for i, out in enumerate(got) if (out.float() - expected[i % 40].float()).abs().max().item() > GRAPH_FP16_ATOL]
+    bad = [
+        i for i, out in enumerate(got) if (out.float() - expected[i % 40].float()).abs().max().item() > GRAPH_FP16_ATOL
+    ]
     assert bad == []
     assert bertfast.graph_stats(model)["."]["fallbacks"] == 0
 

@@ -240,7 +240,7 @@ def test_graph_stats_report_counts_and_memory_never_negative():
         ids, cu = _packed(lengths, model.config.vocab_size, seed)
         with torch.no_grad():
             model.forward_packed(ids, cu)
-    (name, stats), = bertfast.graph_stats(model).items()
+    ((name, stats),) = bertfast.graph_stats(model).items()
     assert name == "."
     assert stats["calls"] == 3 and stats["replays"] == 4 and stats["misses"] + stats["hits"] == 4  # 140 tokens: 2 parts
     assert stats["memory_mb"] > 0 and stats["replay_rate"] == 1.0 and stats["evictions"] == 0

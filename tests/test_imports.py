@@ -102,15 +102,35 @@ def test_function_level_imports_count():
     "lower, forbidden",
     [
         ("bertfast.kernels", {"bertfast"}),  # kernels import torch and triton (and the activation table)
-        ("bertfast.ops", {"bertfast.encoder", "bertfast.modeling", "bertfast.graphs", "bertfast.tuning",
-                          "bertfast.runtime", "bertfast.hf"}),
-        ("bertfast.encoder", {"bertfast.modeling", "bertfast.graphs", "bertfast.tuning", "bertfast.runtime",
-                              "bertfast.hf", "bertfast.heads"}),
-        ("bertfast.modeling", {"bertfast.graphs", "bertfast.tuning", "bertfast.runtime", "bertfast.hf",
-                               "bertfast.heads"}),
+        (
+            "bertfast.ops",
+            {
+                "bertfast.encoder",
+                "bertfast.modeling",
+                "bertfast.graphs",
+                "bertfast.tuning",
+                "bertfast.runtime",
+                "bertfast.hf",
+            },
+        ),
+        (
+            "bertfast.encoder",
+            {
+                "bertfast.modeling",
+                "bertfast.graphs",
+                "bertfast.tuning",
+                "bertfast.runtime",
+                "bertfast.hf",
+                "bertfast.heads",
+            },
+        ),
+        (
+            "bertfast.modeling",
+            {"bertfast.graphs", "bertfast.tuning", "bertfast.runtime", "bertfast.hf", "bertfast.heads"},
+        ),
         ("bertfast.graphs", {"bertfast.runtime", "bertfast.hf", "bertfast.tuning"}),
     ],
-)  # fmt: skip  (one row per layer reads better than the formatter's layout)
+)
 def test_dependencies_point_down(lower, forbidden):
     graph = _graph()
     allowed_leaves = {"bertfast.activations"}

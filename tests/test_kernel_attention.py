@@ -38,7 +38,7 @@ def _qkv(T, num_heads, head_dim, dtype, extra_cols=0):
     """[T, 3H] activations with a spread of attention logits (not uniform softmax), optionally a column slice."""
     H = num_heads * head_dim
     wide = torch.randn(T, 3 * H + extra_cols, device=DEVICE)
-    wide[:, :2 * H] *= 1.5
+    wide[:, : 2 * H] *= 1.5
     wide = wide.to(dtype)
     return wide[:, extra_cols:] if extra_cols else wide
 
@@ -126,8 +126,8 @@ def test_varlen_attention_ref_matches_sdpa():
     qkv = _qkv(sum(lengths), num_heads, head_dim, torch.float64)
     cu = _cu(lengths)
     ref = varlen_attention_ref(qkv, cu, num_heads, compute_dtype=torch.float64)
-    for (s, e) in [(0, 5), (5, 17)]:
-        q, k, v = (qkv[s:e, i * 32:(i + 1) * 32].reshape(e - s, 2, 16).transpose(0, 1) for i in range(3))
+    for s, e in [(0, 5), (5, 17)]:
+        q, k, v = (qkv[s:e, i * 32 : (i + 1) * 32].reshape(e - s, 2, 16).transpose(0, 1) for i in range(3))
         o = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(16))
         assert_close(ref[s:e], o.transpose(0, 1).reshape(e - s, 32), FP64_ATOL, "varlen_attention_ref")
 
@@ -280,8 +280,11 @@ def test_autotune_runs_tritons_autotuner_and_records_the_winner(fresh_table, how
     _check(qkv, cu, num_heads, out, torch.float32, "attention, autotuned")
     assert tuner.best_config is not None, "Triton's autotuner ran"
     key = (64, head_dim, "ieee", "float32")
-    expected = {**tuner.best_config.kwargs, "num_warps": tuner.best_config.num_warps,
-                "num_stages": tuner.best_config.num_stages}
+    expected = {
+        **tuner.best_config.kwargs,
+        "num_warps": tuner.best_config.num_warps,
+        "num_stages": tuner.best_config.num_stages,
+    }
     assert fresh_table.known() == {key: expected}
     assert fresh_table.source(key) == "table"
     if interpreting():

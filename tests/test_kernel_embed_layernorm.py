@@ -73,7 +73,7 @@ def test_embed_layernorm_int32_strided_ids_and_sliced_tables(dtype):
     ids, pos_ids = ids[::2], pos_ids[1::2]  # stride-2 id vectors
     type_ids = type_ids[:T].long()  # mixed id dtypes are fine
     word_wide = torch.randn(VOCAB, H + 16, device=DEVICE).to(dtype)
-    word = word_wide[:, 8:8 + H]  # row stride H + 16
+    word = word_wide[:, 8 : 8 + H]  # row stride H + 16
     _, pos, typ, weight, bias = _tables(H, dtype)
     out = embed_layernorm(ids, pos_ids, type_ids, word, pos, typ, weight, bias, 1e-5)
     _check(ids, pos_ids, type_ids, word, pos, typ, weight, bias, 1e-5, out, dtype, "embed strided")
@@ -105,8 +105,17 @@ def test_embed_layernorm_bad_inputs():
     good = (ids, pos_ids, type_ids, word, pos, typ, weight, bias, 1e-5)
 
     def call(**change):
-        names = ["input_ids", "position_ids", "token_type_ids", "word_embeddings", "position_embeddings",
-                 "token_type_embeddings", "weight", "bias", "eps"]
+        names = [
+            "input_ids",
+            "position_ids",
+            "token_type_ids",
+            "word_embeddings",
+            "position_embeddings",
+            "token_type_embeddings",
+            "weight",
+            "bias",
+            "eps",
+        ]
         kwargs = dict(zip(names, good))
         kwargs.update(change)
         return embed_layernorm(**kwargs)

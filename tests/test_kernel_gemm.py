@@ -94,7 +94,7 @@ def test_linear_sizes_not_multiples_of_the_block(dtype, N, K):
 def test_linear_strided_operands(dtype):
     T, N, K = 65, 80, 48
     x_wide = torch.randn(T, 2 * K + 3, device=DEVICE).to(dtype)
-    x = x_wide[:, 3:3 + K]  # column slice: row stride 2K + 3, unaligned start
+    x = x_wide[:, 3 : 3 + K]  # column slice: row stride 2K + 3, unaligned start
     weight = (torch.randn(K, N, device=DEVICE) / K**0.5).to(dtype).t()  # [N, K] with unit stride along N
     bias = torch.randn(2 * N, device=DEVICE).to(dtype)[::2]  # strided bias
     residual = torch.randn(T, 2 * N, device=DEVICE).to(dtype)[:, N:]
@@ -192,13 +192,22 @@ def fresh_gemm_configs(monkeypatch):
 
 
 def _key(x, weight, bias, activation, residual):
-    return gemm_module.shape_key(x.shape[0], weight.shape[0], x.shape[1], bias is not None, residual is not None,
-                                 activation or "", "ieee" if x.dtype == torch.float32 else "tf32", x.dtype)
+    return gemm_module.shape_key(
+        x.shape[0],
+        weight.shape[0],
+        x.shape[1],
+        bias is not None,
+        residual is not None,
+        activation or "",
+        "ieee" if x.dtype == torch.float32 else "tf32",
+        x.dtype,
+    )
 
 
 def test_linear_default_path_never_autotunes(fresh_gemm_configs, monkeypatch):
     """The first call of a shape asks the config table (heuristic), never Triton's autotuner, and the
     heuristic runs once per key: later calls in the same M bucket reuse the memoised config."""
+
     def no_autotuner(*args, **kwargs):
         raise AssertionError("the default path ran the autotuner")
 

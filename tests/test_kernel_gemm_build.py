@@ -133,7 +133,8 @@ def test_splitk_heuristic_fills_the_gpu_and_compiles_on_hopper():
                     programs = tiles * splits
                     assert programs <= 4 * sms or splits == 1, (m, n, k, cfg, programs)
                     assert programs >= 2 * sms or k_per_split == cfg["BLOCK_K"], (m, n, k, cfg, programs)
-                    todo.add((dt, prec, tuple(sorted((a, b) for a, b in cfg.items() if a != "SPLIT_K")), k % cfg["BLOCK_K"] == 0))
+                    items = tuple(sorted((a, b) for a, b in cfg.items() if a != "SPLIT_K"))
+                    todo.add((dt, prec, items, k % cfg["BLOCK_K"] == 0))
         for dt, prec, items, even_k in sorted(todo):
             meta, warps, stages = split(dict(items))
             sig = dict(ptrs(dt, "x_ptr", "w_ptr"), ws_ptr="*fp32", M="i32", N="i32", K="i32", K_PER_SPLIT="i32",

@@ -52,7 +52,7 @@ def test_cublas_choice_keeps_the_exact_erf_gelu():
 
 def test_strided_operands_every_choice():
     M, N, K = 33, 80, 48
-    x = torch.randn(M, 2 * K + 8, device=DEVICE).half()[:, 8:8 + K]
+    x = torch.randn(M, 2 * K + 8, device=DEVICE).half()[:, 8 : 8 + K]
     weight = (torch.randn(N, K + 16, device=DEVICE) / K**0.5).half()[:, :K]
     bias = torch.randn(2 * N, device=DEVICE).half()[::2]
     residual = torch.randn(N, M, device=DEVICE).half().t()
@@ -115,8 +115,17 @@ def test_default_choice_is_the_heuristic_cublas_and_memoised(monkeypatch):
 def _row(choice="splitk", m_bucket=16, n=24, k=40, epilogue="bias+gelu", dtype="float32"):
     ms = {c: 1.0 + i for i, c in enumerate(CHOICES)}
     ms[choice] = 0.5
-    return {"m": m_bucket, "m_bucket": m_bucket, "n": n, "k": k, "epilogue": epilogue, "dtype": dtype,
-            "ms": ms, "choice": choice, "margin": 1.0}  # fmt: skip
+    return {
+        "m": m_bucket,
+        "m_bucket": m_bucket,
+        "n": n,
+        "k": k,
+        "epilogue": epilogue,
+        "dtype": dtype,
+        "ms": ms,
+        "choice": choice,
+        "margin": 1.0,
+    }
 
 
 def test_a_table_row_decides_the_choice(monkeypatch, tmp_path):
@@ -155,8 +164,13 @@ def _write(tmp_path, data) -> str:
 
 
 def _valid(**header):
-    h = {"format": gemm_dispatch.TABLE_FORMAT, "device": "GPU X", "triton": triton.__version__,
-         "kernels": gemm_dispatch.kernels_hash(), **header}  # fmt: skip
+    h = {
+        "format": gemm_dispatch.TABLE_FORMAT,
+        "device": "GPU X",
+        "triton": triton.__version__,
+        "kernels": gemm_dispatch.kernels_hash(),
+        **header,
+    }
     return {"header": h, "rows": [_row()]}
 
 
@@ -225,7 +239,11 @@ def test_epilogue_names_round_trip():
             for res, ln in ((False, False), (True, False), (True, True)):
                 name = gemm_dispatch.epilogue_name(bias, act, res, ln)
                 assert gemm_dispatch.parse_epilogue(name) == {
-                    "bias": bias, "activation": act or None, "residual": res, "layernorm": ln}
+                    "bias": bias,
+                    "activation": act or None,
+                    "residual": res,
+                    "layernorm": ln,
+                }
 
 
 def test_dispatch_bad_inputs():

@@ -34,8 +34,9 @@ def _operands(T, N, dtype, with_bias=True, with_residual=False):
 
 
 def _check(out, y, bias, activation, residual, dtype, what):
-    ref = bias_activation_ref(y, bias, activation, residual=residual, compute_dtype=torch.float64,
-                              out_dtype=torch.float64)  # fmt: skip
+    ref = bias_activation_ref(
+        y, bias, activation, residual=residual, compute_dtype=torch.float64, out_dtype=torch.float64
+    )
     same = y if bias is None else y + bias  # torch's own unfused ops in dtype
     same = activations.apply(same, activation)
     if residual is not None:

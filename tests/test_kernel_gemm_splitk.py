@@ -42,7 +42,7 @@ def test_splitk_sizes_and_epilogues(dtype, N, K, activation):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_splitk_strided_operands(dtype):
     M, N, K = 33, 80, 72
-    x = torch.randn(M, 2 * K + 3, device=DEVICE).to(dtype)[:, 3:3 + K]
+    x = torch.randn(M, 2 * K + 3, device=DEVICE).to(dtype)[:, 3 : 3 + K]
     weight = (torch.randn(K, N, device=DEVICE) / K**0.5).to(dtype).t()  # unit stride along N
     bias = torch.randn(2 * N, device=DEVICE).to(dtype)[::2]
     residual = torch.randn(M, 2 * N, device=DEVICE).to(dtype)[:, N:]
@@ -102,8 +102,16 @@ def test_splitk_empty_rows():
 def test_splitk_bert_base_shapes_on_gpu(dtype, M):
     for N, K, act in [(2304, 768, None), (3072, 768, "gelu"), (768, 3072, None)]:
         x, weight, bias, residual = _operands(M, N, K, dtype, with_residual=act is None)
-        _check(x, weight, bias, act, residual, linear_splitk(x, weight, bias, act, residual), dtype,
-               f"splitk M={M} N={N} K={K}")  # fmt: skip
+        _check(
+            x,
+            weight,
+            bias,
+            act,
+            residual,
+            linear_splitk(x, weight, bias, act, residual),
+            dtype,
+            f"splitk M={M} N={N} K={K}",
+        )
         key = (max(16, M), N, K, "tf32", str(dtype).replace("torch.", ""), gemm_splitk.num_sms(x.device))
         cfg = gemm_splitk.SPLITK_CONFIGS.lookup(key)
         assert cfg["SPLIT_K"] >= 1

@@ -48,7 +48,7 @@ def test_tma_sizes_without_bias_or_residual(N, K):
 
 def test_tma_aligned_strided_operands():
     M, N, K = 65, 80, 48
-    x = torch.randn(M, 2 * K + 8, device=DEVICE).half()[:, 8:8 + K]  # row stride 104 halves (208 B), base +16 B
+    x = torch.randn(M, 2 * K + 8, device=DEVICE).half()[:, 8 : 8 + K]  # row stride 104 halves (208 B), base +16 B
     weight = (torch.randn(N, K + 16, device=DEVICE) / K**0.5).half()[:, :K]
     bias = torch.randn(2 * N, device=DEVICE).half()[::2]
     residual = torch.randn(N, M, device=DEVICE).half().t()  # column-major residual

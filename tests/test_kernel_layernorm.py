@@ -68,7 +68,7 @@ def test_layernorm_bert_hidden_size(dtype):
 def test_layernorm_strided_inputs_and_output(dtype):
     T, H = 33, 96
     wide = torch.randn(T, 3 * H, device=DEVICE).to(dtype)
-    x = wide[:, H + 5:2 * H + 5]  # row stride 3H, offset start
+    x = wide[:, H + 5 : 2 * H + 5]  # row stride 3H, offset start
     residual = torch.randn(H, T, device=DEVICE).to(dtype).t()  # column stride T
     assert not x.is_contiguous() and residual.stride(1) != 1
     weight, bias = _params(H, dtype)
@@ -163,7 +163,7 @@ def test_bias_residual_layernorm_bert_hidden_size_without_residual(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_bias_residual_layernorm_strided_inputs_and_output(dtype):
     T, H = 127, 48
-    y = torch.randn(T, 3 * H, device=DEVICE).to(dtype)[:, 2 * H:]  # a column slice: row stride 3H
+    y = torch.randn(T, 3 * H, device=DEVICE).to(dtype)[:, 2 * H :]  # a column slice: row stride 3H
     residual = torch.randn(T, H + 7, device=DEVICE).to(dtype)[:, 7:]  # row stride H + 7, odd offset
     assert not y.is_contiguous() and not residual.is_contiguous()
     bias = torch.randn(2 * H, device=DEVICE).to(dtype)[::2]  # a strided [H] vector

@@ -33,8 +33,27 @@ SENTENCES = [
     "x",
     " ".join(["long"] * 300),  # longer than max_seq_length (256): truncated as sentence-transformers does
 ]
-WORDS = ["the", "a", "river", "bank", "guitar", "street", "quiet", "walk", "people", "apple", "café", "naïve",
-         "我", "喜欢", "run", "ran", "fast", "slow", "blue"]  # fmt: skip
+WORDS = [
+    "the",
+    "a",
+    "river",
+    "bank",
+    "guitar",
+    "street",
+    "quiet",
+    "walk",
+    "people",
+    "apple",
+    "café",
+    "naïve",
+    "我",
+    "喜欢",
+    "run",
+    "ran",
+    "fast",
+    "slow",
+    "blue",
+]
 FP32 = ATOL[torch.float32]
 
 
@@ -81,7 +100,9 @@ def test_sentence_embeddings_equal_sentence_transformers(encoder, st_model):
     assert ours.shape == ref.shape == (len(SENTENCES), 384)
     assert cosine_rows(ours, ref).min() >= 0.99999
     assert_close(torch.from_numpy(ours), torch.from_numpy(ref), FP32, "sentence embeddings")
-    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=ATOL[torch.float32]), "the model folder asks for Normalize"
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=ATOL[torch.float32]), (
+        "the model folder asks for Normalize"
+    )
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
@@ -212,8 +233,9 @@ def test_precision_equals_sentence_transformers(encoder, st_model, precision):
         diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
         assert diff.max() <= (1 if precision.endswith("int8") else 255) and (diff > 0).mean() < 0.01
     for kwargs in ({"convert_to_tensor": True}, {"convert_to_numpy": False}):
-        got, want = encoder.encode(texts, precision=precision, **kwargs), st_model.encode(
-            texts, precision=precision, **kwargs
+        got, want = (
+            encoder.encode(texts, precision=precision, **kwargs),
+            st_model.encode(texts, precision=precision, **kwargs),
         )
         assert type(got) is type(want)
         first, want_first = (got, want) if isinstance(got, torch.Tensor) else (got[0], want[0])

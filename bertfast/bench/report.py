@@ -75,15 +75,18 @@ def _header(report: dict) -> list[str]:
     lines = [
         f"# bertfast bench — {report['device']}",
         "",
-        f"{report['date']} · torch {report['torch']} · triton {report['triton']} · transformers {report['transformers']}"
+        f"{report['date']} · torch {report['torch']} · triton {report['triton']} · "
+        f"transformers {report['transformers']}"
         + (f" · driver {report['driver']}" if report.get("driver") else "")
         + (f" · {report['cpu_threads']} threads" if report.get("cpu_threads") else ""),
         "",
         f"Ceilings: {ceil}. Sentence lengths tokenized by: {report.get('tokenizer') or 'n/a'}.",
     ]
     for dt, r in (p.get("raised") or {}).items():
-        lines.append(f"{dt}: ceiling raised to the best measured, {r['raised_to'] * scale:.1f} {unit} by {r['by']} "
-                     f"(the ceiling runs gave {r['measured'] * scale:.1f}).")  # fmt: skip
+        lines.append(
+            f"{dt}: ceiling raised to the best measured, {r['raised_to'] * scale:.1f} {unit} by {r['by']} "
+            f"(the ceiling runs gave {r['measured'] * scale:.1f})."
+        )
     for model, note in (report.get("weights") or {}).items():
         lines.append(f"Weights of {model}: {note}.")
     return lines + [""]
@@ -107,8 +110,13 @@ def _speed_tables(report: dict) -> list[str]:
     ]
     head = ["model", "dtype", "lengths", "batch", "seq"] + [f"{e} ms" for e in engines]
     if has_ours:
-        head += ["best peer", "best bertfast speed-up vs best peer", f"bertfast useful {unit} (% peak)",
-                 "bertfast ms/sent", "bertfast err"]  # fmt: skip
+        head += [
+            "best peer",
+            "best bertfast speed-up vs best peer",
+            f"bertfast useful {unit} (% peak)",
+            "bertfast ms/sent",
+            "bertfast err",
+        ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cases:
         of_case = {e: by[(c, e)] for e in engines if (c, e) in by}
@@ -130,7 +138,10 @@ def _speed_tables(report: dict) -> list[str]:
                 ]
         lines.append("| " + " | ".join(cells) + " |")
     if report.get("device_type") == "cpu":
-        return lines + ["", "Latency (one call, synchronized) equals the back-to-back time on the CPU: the same samples."]
+        return lines + [
+            "",
+            "Latency (one call, synchronized) equals the back-to-back time on the CPU: the same samples.",
+        ]
     lines += ["", "Latency: ms of one call followed by a synchronize, from an idle device.", ""]
     head = ["model", "dtype", "lengths", "batch", "seq"] + [f"{e} ms" for e in engines]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -162,20 +173,33 @@ def _st_table(st: dict) -> list[str]:
     lines = ["", f"## sentence-transformers: {st.get('model', 'MiniLM-L6')}, {st.get('dtype', '')}", ""]
     if "skipped" in st:
         return lines + [f"Skipped: {st['skipped']}"]
-    lines += [f"{st['n_sentences']} varied sentences, `SentenceTransformer.encode` plain against after "
-              f"`bertfast.optimize(model)`, same process; sentences per second (higher is better).", ""]  # fmt: skip
+    lines += [
+        f"{st['n_sentences']} varied sentences, `SentenceTransformer.encode` plain against after "
+        f"`bertfast.optimize(model)`, same process; sentences per second (higher is better).",
+        "",
+    ]
     head = ["batch_size", "plain sent/s", "bertfast sent/s", "speed-up", "max abs diff", "min cosine"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in st["rows"]:
-        cells = [str(r["batch_size"]), _fmt(r["plain_sent_per_s"], ".0f"), _fmt(r["bertfast_sent_per_s"], ".0f"),
-                 f"{r['speedup']:.2f}x", _fmt(r["max_abs_diff"], ".1e"), _fmt(r["min_cosine"], ".6f")]  # fmt: skip
+        cells = [
+            str(r["batch_size"]),
+            _fmt(r["plain_sent_per_s"], ".0f"),
+            _fmt(r["bertfast_sent_per_s"], ".0f"),
+            f"{r['speedup']:.2f}x",
+            _fmt(r["max_abs_diff"], ".1e"),
+            _fmt(r["min_cosine"], ".6f"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def _runtime_lines(rt: dict) -> list[str]:
-    lines = ["", f"## Runtime: each figure from a fresh process, {rt.get('dtype', '')} (cold start, new bucket, host "
-             f"time: {rt.get('model', '')}; replay rate, threads: {rt.get('replay_model', '')})", ""]  # fmt: skip
+    lines = [
+        "",
+        f"## Runtime: each figure from a fresh process, {rt.get('dtype', '')} (cold start, new bucket, host "
+        f"time: {rt.get('model', '')}; replay rate, threads: {rt.get('replay_model', '')})",
+        "",
+    ]
     for key in ("cold_start_s", "new_bucket_s", "replay_rate", "host_us_per_call", "threads_ok"):
         lines.append(f"- `{key}`: {json.dumps(rt.get(key), default=str)}")
     if rt.get("method"):
@@ -207,9 +231,17 @@ def _plot_fixed(ax, sel: list[dict]) -> None:
         # One line per engine, drawn as one segment per batch size (the seq sweep), so that shapes with
         # the same batch×seq but different batch do not zig-zag; marker = batch.
         for b in batches:
-            pts = sorted((r["batch"] * r["seq"], r["ms_per_sentence"]) for r in sel if r["engine"] == eng and r["batch"] == b)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{k}", marker=markers[b], markersize=4,
-                    label=eng if b == batches[0] else None)  # fmt: skip
+            pts = sorted(
+                (r["batch"] * r["seq"], r["ms_per_sentence"]) for r in sel if r["engine"] == eng and r["batch"] == b
+            )
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                color=f"C{k}",
+                marker=markers[b],
+                markersize=4,
+                label=eng if b == batches[0] else None,
+            )
     for b in batches:
         ax.plot([], [], color="gray", marker=markers[b], linestyle="none", label=f"batch {b}")
     ax.set_xlabel("batch × seq (tokens per batch)")
@@ -220,9 +252,18 @@ def _plot_varlen(ax, sel: list[dict]) -> None:
     markers = dict(zip(kinds, "os^Dv"))
     for k, eng in enumerate(dict.fromkeys(r["engine"] for r in sel)):
         for kind in kinds:
-            pts = sorted((r["tokens"], r["ms_per_sentence"]) for r in sel if r["engine"] == eng and r["lengths"] == kind)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{k}", marker=markers[kind], markersize=5,
-                    linestyle=":", label=eng if kind == kinds[0] else None)  # fmt: skip
+            pts = sorted(
+                (r["tokens"], r["ms_per_sentence"]) for r in sel if r["engine"] == eng and r["lengths"] == kind
+            )
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                color=f"C{k}",
+                marker=markers[kind],
+                markersize=5,
+                linestyle=":",
+                label=eng if kind == kinds[0] else None,
+            )
     for kind in kinds:
         ax.plot([], [], color="gray", marker=markers[kind], linestyle="none", label=kind)
     ax.set_xlabel("real tokens per batch (mean over input sets)")
@@ -263,7 +304,10 @@ def merge_reports(prior: dict, new: dict) -> dict:
     each run's ceilings are kept under peak_runs. Rows of a case measured again replace the old ones;
     the profile, sentence-transformers and runtime sections of `new` replace prior's where present."""
     if prior.get("device") != new.get("device"):
-        raise ValueError(f"cannot merge reports of different devices: {prior.get('device')!r} and {new.get('device')!r}")
+        raise ValueError(
+            f"cannot merge reports of different devices: {prior.get('device')!r} and {new.get('device')!r}"
+        )
+
     def key(r: dict) -> tuple:
         return (r["model"], r["engine"], r["dtype"], r["batch"], r["seq"], r["lengths"], r["cuda_graphs"])
 
@@ -271,7 +315,9 @@ def merge_reports(prior: dict, new: dict) -> dict:
     out = dict(prior)
     out["results"] = [r for r in prior["results"] if key(r) not in fresh] + new["results"]
     out["skipped"] = prior.get("skipped", []) + new.get("skipped", [])
-    out["peak_runs"] = prior.get("peak_runs", [dict(date=prior["date"], **prior["peak"])]) + [dict(date=new["date"], **new["peak"])]
+    out["peak_runs"] = prior.get("peak_runs", [dict(date=prior["date"], **prior["peak"])]) + [
+        dict(date=new["date"], **new["peak"])
+    ]
     out["weights"] = {**(prior.get("weights") or {}), **(new.get("weights") or {})}
     if new.get("tokenizer"):
         out["tokenizer"] = new["tokenizer"]

@@ -130,7 +130,9 @@ def _new_report(opts: BenchOptions, device: torch.device, dtypes: list[torch.dty
 def _run(opts: BenchOptions, device: torch.device) -> dict:
     from tqdm import tqdm
 
-    dtypes = [parse_dtype(d) for d in opts.dtypes or (["float16", "bfloat16"] if device.type == "cuda" else ["float32"])]
+    dtypes = [
+        parse_dtype(d) for d in opts.dtypes or (["float16", "bfloat16"] if device.type == "cuda" else ["float32"])
+    ]
     engines = [engine(n) for n in opts.engines or DEFAULT_ENGINES[device.type]]
     check_models(opts.models)
     if device.type == "cuda":
@@ -152,8 +154,13 @@ def _run(opts: BenchOptions, device: torch.device) -> dict:
     if opts.runtime:
         from .runtime import runtime_section
 
-        report["runtime"] = runtime_section(device.type, dtype_name(dtypes[0]), model_name=opts.runtime_model,
-                                            minilm_dir=opts.minilm_dir, timeout_s=opts.runtime_timeout_s)  # fmt: skip
+        report["runtime"] = runtime_section(
+            device.type,
+            dtype_name(dtypes[0]),
+            model_name=opts.runtime_model,
+            minilm_dir=opts.minilm_dir,
+            timeout_s=opts.runtime_timeout_s,
+        )
         _notify(opts, report)
     return report
 
@@ -210,8 +217,9 @@ class _ModelRun:
             self._build(e, state)
 
     def _skip(self, engine_name: str, case: str, why: str, **where) -> None:
-        self.report["skipped"].append(dict(model=self.model_name, dtype=self.dt_name, **where, engine=engine_name,
-                                           case=case, reason=why))  # fmt: skip
+        self.report["skipped"].append(
+            dict(model=self.model_name, dtype=self.dt_name, **where, engine=engine_name, case=case, reason=why)
+        )
 
     def _build(self, e: Engine, state: dict) -> None:
         why = None
@@ -314,7 +322,9 @@ class _ModelRun:
                 # Warm-up over the other input sets, timed: the last calls size the rep count.
                 n_warm = max(len(inputs), 3 if not self.cuda else 5)
                 counter = itertools.count(1)
-                t_one = min(time_latency(lambda: self._call(fwd, inputs, next(counter)), self.device, n_warm)[-2:]) / 1e3
+                t_one = (
+                    min(time_latency(lambda: self._call(fwd, inputs, next(counter)), self.device, n_warm)[-2:]) / 1e3
+                )
                 peak = None
                 if self.cuda:
                     peak = self.weight_mb[e.name] + (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
@@ -356,16 +366,29 @@ class _ModelRun:
     def _row(self, e: Engine, case: Case, where: dict, samples: list, latency: list, measured: dict) -> dict:
         d = self.dims
         tokens = statistics.mean(sum(x.lengths) for x in case.sets)
-        flops = statistics.mean(encoder_flops(x.lengths, d["hidden"], d["intermediate"], d["layers"]) for x in case.sets)
+        flops = statistics.mean(
+            encoder_flops(x.lengths, d["hidden"], d["intermediate"], d["layers"]) for x in case.sets
+        )
         med = statistics.median(samples)
         peak_t = self.report["peak"]["matmul_tflops_by_dtype"].get(self.dt_name)
         row = dict(
-            model=self.model_name, dtype=self.dt_name, **where, engine=e.name,
-            cuda_graphs=e.cuda_graphs and self.cuda, median_ms=med, **throughput(med, case.batch, tokens, flops, peak_t),
-            first_call_ms=measured["first_call_ms"], max_abs_err=measured["max_abs_err"],
-            peak_mem_mb=measured["peak_mem_mb"], latency_ms=statistics.median(latency), best_peer=None,
-            speedup_vs_best_peer=None, reps=len(samples), tokens=tokens, useful_flops=flops,
-        )  # fmt: skip
+            model=self.model_name,
+            dtype=self.dt_name,
+            **where,
+            engine=e.name,
+            cuda_graphs=e.cuda_graphs and self.cuda,
+            median_ms=med,
+            **throughput(med, case.batch, tokens, flops, peak_t),
+            first_call_ms=measured["first_call_ms"],
+            max_abs_err=measured["max_abs_err"],
+            peak_mem_mb=measured["peak_mem_mb"],
+            latency_ms=statistics.median(latency),
+            best_peer=None,
+            speedup_vs_best_peer=None,
+            reps=len(samples),
+            tokens=tokens,
+            useful_flops=flops,
+        )
         return {k: row[k] for k in RESULT_KEYS + [k for k in row if k not in RESULT_KEYS]}
 
     def _profile(self, case: Case, live: list[Engine], inputs: list, rows: dict[str, dict]) -> None:
@@ -373,16 +396,23 @@ class _ModelRun:
         d, peak = self.dims, self.report["peak"]
         elem = torch.tensor([], dtype=self.dt).element_size()
         tflops = peak["matmul_tflops_by_dtype"].get(self.dt_name) or peak["matmul_tflops"]
-        floors = part_floors_ms(case.sets[0].lengths, d["hidden"], d["intermediate"], d["layers"], tflops,
-                                peak["copy_tbps"], elem)  # fmt: skip
+        floors = part_floors_ms(
+            case.sets[0].lengths, d["hidden"], d["intermediate"], d["layers"], tflops, peak["copy_tbps"], elem
+        )
         for e in live:
             entry = dict(model=self.model_name, dtype=self.dt_name, case=case.name, engine=e.name)
             fwd = self.built[e.name]
             try:
                 with torch.inference_mode():
-                    p = profile_forward(lambda fwd=fwd: self._call(fwd, inputs, 0), self.device, self.opts.profile_calls)
-                entry.update(p, floors_ms=floors, vs_floor=against_floors(p["parts_ms"], floors),
-                             median_ms=rows[e.name]["median_ms"] if e.name in rows else None)  # fmt: skip
+                    p = profile_forward(
+                        lambda fwd=fwd: self._call(fwd, inputs, 0), self.device, self.opts.profile_calls
+                    )
+                entry.update(
+                    p,
+                    floors_ms=floors,
+                    vs_floor=against_floors(p["parts_ms"], floors),
+                    median_ms=rows[e.name]["median_ms"] if e.name in rows else None,
+                )
             except Exception as ex:
                 entry["skipped"] = reason(ex)
             self.report["profile"].append(entry)

@@ -109,16 +109,23 @@ def probe_new_bucket(model_name: str, dtype: torch.dtype, device: torch.device) 
                 _forward(model, *inputs)
                 sync(device)
                 seen[f"{b}x{s}"] = time.perf_counter() - t0
-    return dict(first_call_s=first, second_call_s=second, median_s=statistics.median(first.values()),
-                max_s=max(first.values()), graph_stats=_stats_total(model))  # fmt: skip
+    return dict(
+        first_call_s=first,
+        second_call_s=second,
+        median_s=statistics.median(first.values()),
+        max_s=max(first.values()),
+        graph_stats=_stats_total(model),
+    )
 
 
 def probe_replay_rate(model_name: str, dtype: torch.dtype, device: torch.device, n_calls: int = 400) -> dict:
     g = torch.Generator().manual_seed(2)
     model = load_model(model_name, dtype, device)
     vocab, max_len = model.config.vocab_size, min(512, model.config.max_position_embeddings)
-    shapes = [(int(torch.randint(1, 1025, (1,), generator=g)), int(torch.randint(1, max_len + 1, (1,), generator=g)))
-              for _ in range(n_calls)]  # fmt: skip
+    shapes = [
+        (int(torch.randint(1, 1025, (1,), generator=g)), int(torch.randint(1, max_len + 1, (1,), generator=g)))
+        for _ in range(n_calls)
+    ]
     reserved = []
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -129,8 +136,14 @@ def probe_replay_rate(model_name: str, dtype: torch.dtype, device: torch.device,
                 reserved.append(torch.cuda.memory_reserved(device) / 2**20)
     stats = _stats_total(model)
     rate = (stats["calls"] - stats["fallbacks"]) / stats["calls"] if stats["calls"] else None
-    return dict(rate=rate, n_calls=n_calls, wall_s=time.perf_counter() - t0, graph_stats=stats,
-                reserved_mb_after_quarter=reserved[0], reserved_mb_at_end=reserved[-1])  # fmt: skip
+    return dict(
+        rate=rate,
+        n_calls=n_calls,
+        wall_s=time.perf_counter() - t0,
+        graph_stats=stats,
+        reserved_mb_after_quarter=reserved[0],
+        reserved_mb_at_end=reserved[-1],
+    )
 
 
 def _host_us(model, ids, mask, device: torch.device, calls: int = 50) -> tuple[float, float]:
@@ -146,7 +159,9 @@ def _host_us(model, ids, mask, device: torch.device, calls: int = 50) -> tuple[f
         _forward(model, ids, mask)
         host.append((time.perf_counter() - t0) * 1e6)
     sync(device)
-    return statistics.median(host), statistics.median(time_back_to_back(lambda: _forward(model, ids, mask), device, calls))
+    return statistics.median(host), statistics.median(
+        time_back_to_back(lambda: _forward(model, ids, mask), device, calls)
+    )
 
 
 def probe_host_us(model_name: str, dtype: torch.dtype, device: torch.device) -> dict:
@@ -213,8 +228,14 @@ def probe_threads(
     for th in pool:
         th.join()
     mismatches = sum(e > tol for e in errors) + len(failures)
-    return dict(threads=threads, calls=len(errors) + len(failures), mismatches=mismatches,
-                max_abs_err=max(errors, default=None), tolerance=tol, failures=failures[:3])  # fmt: skip
+    return dict(
+        threads=threads,
+        calls=len(errors) + len(failures),
+        mismatches=mismatches,
+        max_abs_err=max(errors, default=None),
+        tolerance=tol,
+        failures=failures[:3],
+    )
 
 
 _RUN = {
@@ -241,11 +262,26 @@ def run_in_fresh_process(
 ) -> tuple[dict, float]:
     """Run one probe in a new Python process with empty kernel caches; returns (its JSON, wall s)."""
     with tempfile.TemporaryDirectory(prefix="bertfast-probe-") as tmp:
-        env = dict(os.environ, BERTFAST_CACHE_DIR=os.path.join(tmp, "bertfast"),
-                   TRITON_CACHE_DIR=os.path.join(tmp, "triton"), TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"),
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
-        cmd = [sys.executable, "-m", "bertfast.bench.runtime", probe, "--model", model_name, "--dtype", dtype,
-               "--device", device] + (["--minilm-dir", minilm_dir] if minilm_dir else [])  # fmt: skip
+        env = dict(
+            os.environ,
+            BERTFAST_CACHE_DIR=os.path.join(tmp, "bertfast"),
+            TRITON_CACHE_DIR=os.path.join(tmp, "triton"),
+            TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "bertfast.bench.runtime",
+            probe,
+            "--model",
+            model_name,
+            "--dtype",
+            dtype,
+            "--device",
+            device,
+        ] + (["--minilm-dir", minilm_dir] if minilm_dir else [])
         t0 = time.perf_counter()
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -260,9 +296,14 @@ def run_in_fresh_process(
 
 
 def runtime_section(
-    device: str, dtype: str, model_name: str = "bert-base", replay_model: str = "minilm",
-    minilm_dir: str | None = None, timeout_s: float = 120.0, probes: tuple[str, ...] = PROBES,
-) -> dict:  # fmt: skip
+    device: str,
+    dtype: str,
+    model_name: str = "bert-base",
+    replay_model: str = "minilm",
+    minilm_dir: str | None = None,
+    timeout_s: float = 120.0,
+    probes: tuple[str, ...] = PROBES,
+) -> dict:
     """The report's "runtime" object: headline figures, each probe's full answer under "probes"."""
     got = {}
     for probe in probes:
@@ -287,19 +328,28 @@ def runtime_section(
         cold_start_s=cold_wall if "skipped" not in cold else {"skipped": cold["skipped"]},
         new_bucket_s=headline("new_bucket", "max_s"),
         replay_rate=headline("replay_rate", "rate"),
-        host_us_per_call=host if "skipped" in host else {"graphs_on": host["graphs_on"], "graphs_off": host["graphs_off"]},
-        threads_ok=threads if "skipped" in threads else {k: threads[k] for k in ("threads", "calls", "mismatches", "max_abs_err")},
-        method=("cold_start_s: wall time of a fresh process (interpreter start, imports, load, optimize, first "
-                "call at 1 x 128) with empty bertfast, Triton and Inductor caches. new_bucket_s: the slowest first "
-                "call of a new shape after warm-up. replay_rate: (calls - fallbacks) / calls from graph_stats() "
-                f"after 400 random batches of {replay_model}. " + HOST_METHOD),
+        host_us_per_call=host
+        if "skipped" in host
+        else {"graphs_on": host["graphs_on"], "graphs_off": host["graphs_off"]},
+        threads_ok=threads
+        if "skipped" in threads
+        else {k: threads[k] for k in ("threads", "calls", "mismatches", "max_abs_err")},
+        method=(
+            "cold_start_s: wall time of a fresh process (interpreter start, imports, load, optimize, first "
+            "call at 1 x 128) with empty bertfast, Triton and Inductor caches. new_bucket_s: the slowest first "
+            "call of a new shape after warm-up. replay_rate: (calls - fallbacks) / calls from graph_stats() "
+            f"after 400 random batches of {replay_model}. " + HOST_METHOD
+        ),
         probes={p: dict(answer, wall_s=wall) for p, (answer, wall) in got.items()},
-    )  # fmt: skip
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bertfast.bench.runtime", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m bertfast.bench.runtime",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("probe", choices=PROBES)
     p.add_argument("--model", default="bert-base", help="bert-base, bert-large, minilm (or tiny, for tests)")
     p.add_argument("--dtype", default="float16")

@@ -52,8 +52,14 @@ def st_workload(
     import bertfast
 
     texts = sentences(n_sentences, seed=4321)
-    out = dict(model="sentence-transformers all-MiniLM-L6-v2 (real weights)", dtype=dtype_name(dtype),
-               device=str(device), n_sentences=n_sentences, repeats=repeats, rows=[])  # fmt: skip
+    out = dict(
+        model="sentence-transformers all-MiniLM-L6-v2 (real weights)",
+        dtype=dtype_name(dtype),
+        device=str(device),
+        n_sentences=n_sentences,
+        repeats=repeats,
+        rows=[],
+    )
     try:
         plain = load_st(device, dtype)
         fast = bertfast.optimize(load_st(device, dtype))
@@ -63,7 +69,7 @@ def st_workload(
         for bs in batch_sizes:
             best = {"plain": float("inf"), "bertfast": float("inf")}
             emb = {}
-            for name, model in (("plain", plain), ("bertfast", fast)):
+            for _name, model in (("plain", plain), ("bertfast", fast)):
                 _encode_s(model, texts, bs, device)  # warm-up
             for _ in range(repeats):
                 for name, model in (("plain", plain), ("bertfast", fast)):

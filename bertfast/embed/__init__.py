@@ -147,8 +147,17 @@ def embed_corpus(
         elif ray is not None:
             from .ray_job import run_ray
 
-            computed = run_ray(todo, out, settings, dim, address=ray, device=device, shard_size=shard_size,
-                               quiet=quiet, on_done=on_done)  # fmt: skip
+            computed = run_ray(
+                todo,
+                out,
+                settings,
+                dim,
+                address=ray,
+                device=device,
+                shard_size=shard_size,
+                quiet=quiet,
+                on_done=on_done,
+            )
             engine = f"ray ({ray})"
         else:
             devices = local_devices(device)
@@ -180,12 +189,23 @@ def embed_corpus(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `bertfast embed INPUT OUTPUT_DIR ...` (cli.py adds the subcommand)."""
     p = parser
-    p.add_argument("input", metavar="INPUT", help="a .txt (one text per line; blank lines skipped), "
-                   ".jsonl (one object per line, see --field) or .parquet (see --column) file")  # fmt: skip
-    p.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder for part-NNNNN.parquet shards, "
-                   "_manifest.json and _SUCCESS; a rerun resumes it")  # fmt: skip
-    p.add_argument("--model", default=None, metavar="DIR",
-                   help="BERT / sentence-transformers model folder (default: the embedded MiniLM-L6)")  # fmt: skip
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a .txt (one text per line; blank lines skipped), "
+        ".jsonl (one object per line, see --field) or .parquet (see --column) file",
+    )
+    p.add_argument(
+        "output_dir",
+        metavar="OUTPUT_DIR",
+        help="folder for part-NNNNN.parquet shards, _manifest.json and _SUCCESS; a rerun resumes it",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="BERT / sentence-transformers model folder (default: the embedded MiniLM-L6)",
+    )
     p.add_argument(
         "--field",
         default="text",
@@ -203,27 +223,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="sentences per forward pass (default: 64)",
     )
-    p.add_argument("--shard-size", type=int, default=10_000, metavar="N",
-                   help="input rows per output shard, the unit a rerun skips (default: 10000)")  # fmt: skip
-    p.add_argument("--device", default="auto", choices=list(DEVICES),
-                   help="auto: every local GPU, else the CPU (default); cuda: every GPU; cpu")  # fmt: skip
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="input rows per output shard, the unit a rerun skips (default: 10000)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=list(DEVICES),
+        help="auto: every local GPU, else the CPU (default); cuda: every GPU; cpu",
+    )
     p.add_argument(
         "--dtype",
         default=None,
         choices=list(DTYPES),
         help="weights dtype (default: the checkpoint's)",
     )
-    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
-                   help="run on Ray Data: 'auto' joins a running cluster or starts a local one; or a cluster "
-                   "address such as ray://head:10001 (needs: pip install 'bertfast[ray]')")  # fmt: skip
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="run on Ray Data: 'auto' joins a running cluster or starts a local one; or a cluster "
+        "address such as ray://head:10001 (needs: pip install 'bertfast[ray]')",
+    )
     text = p.add_mutually_exclusive_group()
-    text.add_argument("--store-text", dest="store", action="store_const", const="text", default="text",
-                      help="keep each text in a 'text' column (default)")  # fmt: skip
-    text.add_argument("--store-hash", dest="store", action="store_const", const="hash",
-                      help="keep the SHA-256 of each text (hex, column 'text_sha256') instead of the text")  # fmt: skip
+    text.add_argument(
+        "--store-text",
+        dest="store",
+        action="store_const",
+        const="text",
+        default="text",
+        help="keep each text in a 'text' column (default)",
+    )
+    text.add_argument(
+        "--store-hash",
+        dest="store",
+        action="store_const",
+        const="hash",
+        help="keep the SHA-256 of each text (hex, column 'text_sha256') instead of the text",
+    )
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an OUTPUT_DIR written with other input or settings instead of stopping")  # fmt: skip
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an OUTPUT_DIR written with other input or settings instead of stopping",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
 
 
@@ -231,10 +278,21 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run `bertfast embed` from parsed arguments; 0 when complete, 2 on bad input or a missing extra."""
     try:
         summary = embed_corpus(
-            args.input, args.output_dir, model_dir=args.model, field=args.field, column=args.column,
-            batch_size=args.batch_size, shard_size=args.shard_size, device=args.device, dtype=args.dtype,
-            ray=args.ray, store=args.store, normalize=args.normalize, overwrite=args.overwrite, quiet=args.quiet,
-        )  # fmt: skip
+            args.input,
+            args.output_dir,
+            model_dir=args.model,
+            field=args.field,
+            column=args.column,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            device=args.device,
+            dtype=args.dtype,
+            ray=args.ray,
+            store=args.store,
+            normalize=args.normalize,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+        )
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         print(f"bertfast embed: {e}", file=sys.stderr)
         return 2

@@ -51,8 +51,14 @@ class CorpusInput:
 
     def fingerprint(self) -> dict:
         """What the manifest records to recognise the same input on a rerun."""
-        return {"path": self.path, "format": self.format, "key": self.key, "size": self.size,
-                "mtime_ns": self.mtime_ns, "rows": self.num_rows}  # fmt: skip
+        return {
+            "path": self.path,
+            "format": self.format,
+            "key": self.key,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "rows": self.num_rows,
+        }
 
 
 def open_input(input_path: str | os.PathLike, *, field: str = "text", column: str = "text") -> CorpusInput:

@@ -107,8 +107,9 @@ def run_local(
                     else:
                         emb = np.zeros((0, dim), dtype=np.float32)
                     name = shard_name(shard.index)
-                    write_table_atomic(shard_table(shard.ids, shard.texts, emb, settings.text_column),
-                                       f"{out.path}/{name}")  # fmt: skip
+                    write_table_atomic(
+                        shard_table(shard.ids, shard.texts, emb, settings.text_column), f"{out.path}/{name}"
+                    )
                     out.mark_finished(shard.index, name, len(shard.ids))
                     with lock:
                         done[0] += 1
@@ -117,8 +118,10 @@ def run_local(
             errors.append(e)
             failed.set()
 
-    workers = [threading.Thread(target=work, args=(e, d), name=f"bertfast-embed-{d}", daemon=True)
-               for e, d in zip(encoders, devices)]  # fmt: skip
+    workers = [
+        threading.Thread(target=work, args=(e, d), name=f"bertfast-embed-{d}", daemon=True)
+        for e, d in zip(encoders, devices)
+    ]
     for w in workers:
         w.start()
     try:

@@ -99,8 +99,13 @@ def actor_pool(ray, device: str) -> dict:
     res = ray.cluster_resources()
     gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
     if device != "cpu" and gpus > 0:
-        return {"concurrency": gpus, "num_gpus": 1, "num_cpus": 1 if cpus > gpus else 0, "device": "cuda",
-                "threads": None}  # fmt: skip
+        return {
+            "concurrency": gpus,
+            "num_gpus": 1,
+            "num_cpus": 1 if cpus > gpus else 0,
+            "device": "cuda",
+            "threads": None,
+        }
     if device not in ("auto", "cpu"):
         raise ValueError(f"device {device!r}: the Ray cluster has no GPU (use 'cpu' or 'auto')")
     if cpus < 2:
@@ -112,12 +117,18 @@ def actor_pool(ray, device: str) -> dict:
             "threads": 1,
         }
     threads = min(8, cpus - 1)
-    return {"concurrency": max(1, (cpus - 1) // threads), "num_gpus": 0, "num_cpus": threads, "device": "cpu",
-            "threads": threads}  # fmt: skip
+    return {
+        "concurrency": max(1, (cpus - 1) // threads),
+        "num_gpus": 0,
+        "num_cpus": threads,
+        "device": "cpu",
+        "threads": threads,
+    }
 
 
-def stage(shards: Iterable[Shard], out: OutputDir, dim: int, settings: EncodeSettings,
-          on_done: Callable[[int], None]) -> dict[int, str]:  # fmt: skip
+def stage(
+    shards: Iterable[Shard], out: OutputDir, dim: int, settings: EncodeSettings, on_done: Callable[[int], None]
+) -> dict[int, str]:
     """Write each unfinished shard as `_staging/shard-NNNNN.parquet` (id, text). A shard without
     texts (all blank lines) is finished here directly. Returns shard -> staged path."""
     import pyarrow as pa
@@ -127,15 +138,17 @@ def stage(shards: Iterable[Shard], out: OutputDir, dim: int, settings: EncodeSet
     for shard in shards:
         if not shard.texts:
             empty = np.zeros((0, dim), dtype=np.float32)
-            write_table_atomic(shard_table(shard.ids, [], empty, settings.text_column),
-                               os.path.join(out.path, shard_name(shard.index)))  # fmt: skip
+            write_table_atomic(
+                shard_table(shard.ids, [], empty, settings.text_column), os.path.join(out.path, shard_name(shard.index))
+            )
             out.mark_finished(shard.index, shard_name(shard.index), 0)
             on_done(shard.index)
             continue
         path = os.path.join(folder, f"shard-{shard.index:05d}.parquet")
         if not os.path.exists(path):  # staged by an earlier attempt on the same input (the manifest matched)
-            write_table_atomic(pa.table({"id": pa.array(shard.ids, pa.int64()), "text": pa.array(shard.texts, pa.string())}),
-                               path)  # fmt: skip
+            write_table_atomic(
+                pa.table({"id": pa.array(shard.ids, pa.int64()), "text": pa.array(shard.texts, pa.string())}), path
+            )
         staged[shard.index] = path
     return staged
 
@@ -155,8 +168,15 @@ def adopt_finished(out: OutputDir, staged: dict[int, str], on_done: Callable[[in
             continue
         want = pq.read_table(staged[k], columns=["id"]).column("id").to_numpy()
         try:
-            got = np.sort(np.concatenate([pq.read_table(os.path.join(folder, f), columns=["id"]).column("id").to_numpy()
-                                          for f in sorted(os.listdir(folder)) if not f.startswith((".", "_"))]))  # fmt: skip
+            got = np.sort(
+                np.concatenate(
+                    [
+                        pq.read_table(os.path.join(folder, f), columns=["id"]).column("id").to_numpy()
+                        for f in sorted(os.listdir(folder))
+                        if not f.startswith((".", "_"))
+                    ]
+                )
+            )
         except (
             pa.ArrowException,
             OSError,

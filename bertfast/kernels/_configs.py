@@ -18,7 +18,8 @@ A config here is a plain dict: the kernel's constexpr block sizes plus "num_warp
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 Config = dict[str, Any]
 

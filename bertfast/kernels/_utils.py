@@ -7,7 +7,8 @@ CUDA, with or without the Triton interpreter.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Optional
 
 import torch
 import triton
@@ -96,6 +97,7 @@ SMEM_LIMIT = 200 * 1024
 # --------------------------------------------------------------------------------------------------
 # Input checks at the launcher boundary: every message names the argument and what is allowed.
 # --------------------------------------------------------------------------------------------------
+
 
 def check_tensor(
     name: str,

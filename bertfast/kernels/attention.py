@@ -64,11 +64,21 @@ def _load_tile(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.co
 
 @triton.jit
 def _attention_key_blocks(
-    acc, l_i, m_i, q,
-    k_base, v_base,  # pointers to this head's K / V column 0 at the sequence's first row
-    stride_t, stride_c,
-    start, stop, seqlen, qk_scale,
-    offs_n, offs_d, d_ok,
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_base,
+    v_base,  # pointers to this head's K / V column 0 at the sequence's first row
+    stride_t,
+    stride_c,
+    start,
+    stop,
+    seqlen,
+    qk_scale,
+    offs_n,
+    offs_d,
+    d_ok,
     MASK_KEYS: tl.constexpr,
     MASK_D: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -98,8 +108,11 @@ def _attention_key_blocks(
 
 @triton.jit
 def _varlen_attention_fwd_kernel(
-    qkv_ptr, cu_seqlens_ptr, out_ptr,
-    stride_qkv_t, stride_qkv_c,
+    qkv_ptr,
+    cu_seqlens_ptr,
+    out_ptr,
+    stride_qkv_t,
+    stride_qkv_c,
     stride_out_t,
     hidden,  # H = num_heads * HEAD_DIM: offset of K (and 2H of V) within a qkv row
     qk_scale,  # softmax scale * log2(e), > 0
@@ -140,14 +153,46 @@ def _varlen_attention_fwd_kernel(
 
     full_end = (seqlen // BLOCK_N) * BLOCK_N
     acc, l_i, m_i = _attention_key_blocks(  # interior key blocks: no key mask
-        acc, l_i, m_i, q, k_base, v_base, stride_qkv_t, stride_qkv_c,
-        0, full_end, seqlen, qk_scale, offs_n, offs_d, d_ok,
-        False, MASK_D, INPUT_PRECISION, BLOCK_N,
+        acc,
+        l_i,
+        m_i,
+        q,
+        k_base,
+        v_base,
+        stride_qkv_t,
+        stride_qkv_c,
+        0,
+        full_end,
+        seqlen,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        False,
+        MASK_D,
+        INPUT_PRECISION,
+        BLOCK_N,
     )
     acc, l_i, m_i = _attention_key_blocks(  # the ragged tail block, if any (0 or 1 iteration)
-        acc, l_i, m_i, q, k_base, v_base, stride_qkv_t, stride_qkv_c,
-        full_end, seqlen, seqlen, qk_scale, offs_n, offs_d, d_ok,
-        True, MASK_D, INPUT_PRECISION, BLOCK_N,
+        acc,
+        l_i,
+        m_i,
+        q,
+        k_base,
+        v_base,
+        stride_qkv_t,
+        stride_qkv_c,
+        full_end,
+        seqlen,
+        seqlen,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        True,
+        MASK_D,
+        INPUT_PRECISION,
+        BLOCK_N,
     )
 
     acc = acc / l_i[:, None]
@@ -401,8 +446,11 @@ def varlen_attention(
 
     key, flags = _key_and_flags(max_seqlen, D, input_precision, qkv.dtype)
     args = (
-        qkv, cu_seqlens, out,
-        qkv.stride(0), qkv.stride(1),
+        qkv,
+        cu_seqlens,
+        out,
+        qkv.stride(0),
+        qkv.stride(1),
         out.stride(0),
         H,
         scale * _LOG2E,
@@ -410,6 +458,7 @@ def varlen_attention(
     )
 
     if explicit is None and (autotune or autotune_requested()):
+
         def grid(meta):
             return (triton.cdiv(max_seqlen, meta["BLOCK_M"]), num_heads, batch)
 
@@ -442,7 +491,7 @@ def varlen_attention_ref(
         if end == start:
             continue
         s = x[start:end]  # [S, 3H]
-        q, k, v = (s[:, i * H:(i + 1) * H].reshape(end - start, num_heads, D).transpose(0, 1) for i in range(3))
+        q, k, v = (s[:, i * H : (i + 1) * H].reshape(end - start, num_heads, D).transpose(0, 1) for i in range(3))
         p = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)  # [heads, S, S]
         out[start:end] = (p @ v).transpose(0, 1).reshape(end - start, H)
     return out.to(out_dtype or qkv.dtype)

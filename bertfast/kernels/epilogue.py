@@ -54,9 +54,17 @@ def _apply_activation(x, ACTIVATION: tl.constexpr):
 
 @triton.jit
 def _epilogue_store_tile(
-    acc, offs_m, offs_n, M, N,
-    bias_ptr, res_ptr, out_ptr,
-    stride_rm, stride_rn, stride_om,
+    acc,
+    offs_m,
+    offs_n,
+    M,
+    N,
+    bias_ptr,
+    res_ptr,
+    out_ptr,
+    stride_rm,
+    stride_rn,
+    stride_om,
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     ACTIVATION: tl.constexpr,
@@ -78,10 +86,16 @@ def _epilogue_store_tile(
 
 @triton.jit(do_not_specialize=["T"])
 def _bias_activation_kernel(
-    y_ptr, bias_ptr, res_ptr, out_ptr,
-    T, N,
-    stride_yt, stride_yn,
-    stride_rt, stride_rn,
+    y_ptr,
+    bias_ptr,
+    res_ptr,
+    out_ptr,
+    T,
+    N,
+    stride_yt,
+    stride_yn,
+    stride_rt,
+    stride_rn,
     stride_ot,
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
@@ -165,10 +179,16 @@ def _launch_bias_activation(y, bias, kernel_activation: str, residual, out) -> N
     res = residual if residual is not None else y  # dummy pointer when unused
     grid = (triton.cdiv(T, block_t), triton.cdiv(N, block_n))
     _bias_activation_kernel[grid](
-        y, bias if bias is not None else y, res, out,
-        T, N,
-        y.stride(0), y.stride(1),
-        res.stride(0), res.stride(1),
+        y,
+        bias if bias is not None else y,
+        res,
+        out,
+        T,
+        N,
+        y.stride(0),
+        y.stride(1),
+        res.stride(0),
+        res.stride(1),
         out.stride(0),
         HAS_BIAS=bias is not None,
         HAS_RESIDUAL=residual is not None,

@@ -36,11 +36,20 @@ _SAME_AS = {name: a.kernel for name, a in _act.ACTIVATIONS.items() if a.kernel !
 
 @triton.jit(do_not_specialize=["M"])
 def _linear_fwd_kernel(
-    x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr,
-    M, N, K,
-    stride_xm, stride_xk,
-    stride_wn, stride_wk,
-    stride_rm, stride_rn,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    res_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
+    stride_rm,
+    stride_rn,
     stride_om,
     M_BUCKET,  # autotune key only (M rounded up to a power of two)
     HAS_BIAS: tl.constexpr,
@@ -91,8 +100,22 @@ def _linear_fwd_kernel(
         w_ptrs += BLOCK_K * stride_wk
 
     # Epilogue in fp32: bias, activation, residual, then one store in the output dtype.
-    _epilogue_store_tile(acc, offs_m, offs_n, M, N, bias_ptr, res_ptr, out_ptr, stride_rm, stride_rn, stride_om,
-                         HAS_BIAS, HAS_RESIDUAL, ACTIVATION)  # fmt: skip
+    _epilogue_store_tile(
+        acc,
+        offs_m,
+        offs_n,
+        M,
+        N,
+        bias_ptr,
+        res_ptr,
+        out_ptr,
+        stride_rm,
+        stride_rn,
+        stride_om,
+        HAS_BIAS,
+        HAS_RESIDUAL,
+        ACTIVATION,
+    )
 
 
 def _gemm_config(bm, bn, bk, group, stages, warps):
@@ -236,8 +259,16 @@ def _launch_kwargs(config: Config, K: int) -> tuple[dict, int, int]:
     return {**meta, **launch}, meta["BLOCK_M"], meta["BLOCK_N"]
 
 
-def shape_key(T: int, N: int, K: int, has_bias: bool, has_residual: bool, kernel_activation: str,
-              input_precision: str, dtype: torch.dtype) -> tuple:  # fmt: skip
+def shape_key(
+    T: int,
+    N: int,
+    K: int,
+    has_bias: bool,
+    has_residual: bool,
+    kernel_activation: str,
+    input_precision: str,
+    dtype: torch.dtype,
+) -> tuple:
     """GEMM_CONFIGS's key (JSON-friendly: ints, bools, strings)."""
     return (_utils.bucket(T), N, K, has_bias, has_residual, kernel_activation, input_precision, _DTYPE_NAMES[dtype])
 
@@ -245,6 +276,7 @@ def shape_key(T: int, N: int, K: int, has_bias: bool, has_residual: bool, kernel
 # --------------------------------------------------------------------------------------------------
 # Launcher
 # --------------------------------------------------------------------------------------------------
+
 
 def check_linear_args(x, weight, bias, activation, residual, out, input_precision, kernel):
     """The checks every GEMM launcher makes; returns (out, input_precision) with out allocated."""
@@ -298,17 +330,29 @@ def linear(
     autotune=True (or inside `_configs.autotuning()`): Triton's autotuner picks, and its winner is
     recorded in GEMM_CONFIGS (what `bertfast tune` does).
     """
-    out, input_precision = check_linear_args(x, weight, bias, activation, residual, out, input_precision,
-                                             _linear_fwd_kernel)  # fmt: skip
+    out, input_precision = check_linear_args(
+        x, weight, bias, activation, residual, out, input_precision, _linear_fwd_kernel
+    )
     if x.shape[0] == 0:
         return out
-    launch_linear(x, weight, bias, _act.kernel_name(activation), residual, out, input_precision,
-                  config=config, autotune=autotune)  # fmt: skip
+    launch_linear(
+        x, weight, bias, _act.kernel_name(activation), residual, out, input_precision, config=config, autotune=autotune
+    )
     return out
 
 
-def launch_linear(x, weight, bias, kernel_activation: str, residual, out, input_precision: str, *,
-                  config: Optional[dict] = None, autotune: bool = False) -> None:  # fmt: skip
+def launch_linear(
+    x,
+    weight,
+    bias,
+    kernel_activation: str,
+    residual,
+    out,
+    input_precision: str,
+    *,
+    config: Optional[dict] = None,
+    autotune: bool = False,
+) -> None:
     """The launch alone, for callers that checked the inputs already (check_linear_args); T >= 1."""
     T, K = x.shape
     N = weight.shape[0]
@@ -316,11 +360,20 @@ def launch_linear(x, weight, bias, kernel_activation: str, residual, out, input_
         bias = bias.contiguous()  # the kernel reads bias with unit stride
     res = residual if residual is not None else out  # dummy pointer when unused
     args = (
-        x, weight, bias if bias is not None else out, res, out,
-        T, N, K,
-        x.stride(0), x.stride(1),
-        weight.stride(0), weight.stride(1),
-        res.stride(0), res.stride(1),
+        x,
+        weight,
+        bias if bias is not None else out,
+        res,
+        out,
+        T,
+        N,
+        K,
+        x.stride(0),
+        x.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        res.stride(0),
+        res.stride(1),
         out.stride(0),
         _utils.bucket(T),
     )
@@ -331,6 +384,7 @@ def launch_linear(x, weight, bias, kernel_activation: str, residual, out, input_
         INPUT_PRECISION=input_precision,
     )
     if config is None and (autotune or autotune_requested()):
+
         def grid(meta):
             return (triton.cdiv(T, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
@@ -339,8 +393,16 @@ def launch_linear(x, weight, bias, kernel_activation: str, residual, out, input_
         GEMM_CONFIGS.put(key, from_triton(_linear_fwd_tuned.best_config))
         return
     if config is None:
-        key = (_utils.bucket(T), N, K, bias is not None, residual is not None, kernel_activation, input_precision,
-               _DTYPE_NAMES[x.dtype])  # fmt: skip  (shape_key inlined: the hot path)
+        key = (
+            _utils.bucket(T),
+            N,
+            K,
+            bias is not None,
+            residual is not None,
+            kernel_activation,
+            input_precision,
+            _DTYPE_NAMES[x.dtype],
+        )  # shape_key inlined: the hot path
         _, kwargs, block_m, block_n = _prepared(key, K)
     else:
         kwargs, block_m, block_n = _launch_kwargs(config, K)

@@ -37,8 +37,9 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 import triton
@@ -61,10 +62,15 @@ _EPILOGUE_PARTS = ("bias", *sorted({a.kernel for a in _act.ACTIVATIONS.values()}
 # Keys
 # --------------------------------------------------------------------------------------------------
 
+
 def epilogue_name(has_bias: bool, kernel_activation: str, has_residual: bool, layernorm: bool = False) -> str:
-    """"bias+gelu", "bias+residual+layernorm", "none", ...: the epilogue part of a choice key."""
-    parts = ("bias" if has_bias else "", kernel_activation, "residual" if has_residual else "",
-             "layernorm" if layernorm else "")  # fmt: skip
+    """ "bias+gelu", "bias+residual+layernorm", "none", ...: the epilogue part of a choice key."""
+    parts = (
+        "bias" if has_bias else "",
+        kernel_activation,
+        "residual" if has_residual else "",
+        "layernorm" if layernorm else "",
+    )
     return "+".join(p for p in parts if p) or "none"
 
 
@@ -77,8 +83,12 @@ def parse_epilogue(name: str) -> dict:
     acts = [p for p in parts if p not in ("bias", "residual", "layernorm")]
     if len(acts) > 1 or "layernorm" in parts and "residual" not in parts:
         raise ValueError(f"epilogue {name!r}: at most one activation; layernorm comes with a residual")
-    return {"bias": "bias" in parts, "activation": acts[0] if acts else None, "residual": "residual" in parts,
-            "layernorm": "layernorm" in parts}  # fmt: skip
+    return {
+        "bias": "bias" in parts,
+        "activation": acts[0] if acts else None,
+        "residual": "residual" in parts,
+        "layernorm": "layernorm" in parts,
+    }
 
 
 def choice_key(M: int, N: int, K: int, epilogue_: str, dtype: torch.dtype) -> tuple:
@@ -89,6 +99,7 @@ def choice_key(M: int, N: int, K: int, epilogue_: str, dtype: torch.dtype) -> tu
 # The choice table
 # --------------------------------------------------------------------------------------------------
 
+
 def heuristic_choice(key: tuple) -> str:
     """Where no table measured the shape: cuBLAS + the fused epilogue (the measured winner on H100)."""
     return "cublas"
@@ -97,8 +108,14 @@ def heuristic_choice(key: tuple) -> str:
 class ChoiceTable:
     """Measured choices per key (from a table file) with the heuristic for every other key; memoised."""
 
-    def __init__(self, rows: Iterable[dict] = (), *, header: Optional[dict] = None, path: Optional[Path] = None,
-                 invalid_reason: Optional[str] = None):  # fmt: skip
+    def __init__(
+        self,
+        rows: Iterable[dict] = (),
+        *,
+        header: Optional[dict] = None,
+        path: Optional[Path] = None,
+        invalid_reason: Optional[str] = None,
+    ):
         self.header = header
         self.path = path
         self.invalid_reason = invalid_reason
@@ -117,7 +134,7 @@ class ChoiceTable:
         return choice
 
     def source(self, key: tuple) -> str:
-        """"table" when a measured row decides the key, else "heuristic"."""
+        """ "table" when a measured row decides the key, else "heuristic"."""
         return "table" if key in self._known else "heuristic"
 
 
@@ -138,8 +155,15 @@ def _check_row(row: Any, i: int) -> None:
     """Raise ValueError naming row i and the field when a table row is malformed."""
     if not isinstance(row, dict):
         raise ValueError(f"rows[{i}] is not an object")
-    for field, kind in (("m_bucket", int), ("n", int), ("k", int), ("epilogue", str), ("dtype", str),
-                        ("choice", str), ("ms", dict)):  # fmt: skip
+    for field, kind in (
+        ("m_bucket", int),
+        ("n", int),
+        ("k", int),
+        ("epilogue", str),
+        ("dtype", str),
+        ("choice", str),
+        ("ms", dict),
+    ):
         if not isinstance(row.get(field), kind) or isinstance(row.get(field), bool):
             raise ValueError(f"rows[{i}].{field} must be {kind.__name__}, got {row.get(field)!r}")
     if row["m_bucket"] != _utils.bucket(row["m_bucket"]):
@@ -238,6 +262,7 @@ def set_choice_table(device: torch.device, table: Optional[ChoiceTable]) -> None
 # Running a choice
 # --------------------------------------------------------------------------------------------------
 
+
 def _runnable(choice: str, x: torch.Tensor, weight: torch.Tensor) -> Optional[str]:
     """Why `choice` cannot run these operands (None when it can)."""
     if choice == "tma":
@@ -297,11 +322,15 @@ def linear(
     Operands as for kernels.linear (one float dtype; x, weight, residual any strides; fp32 runs IEEE
     fp32 everywhere). A table's "tma" for operands TMA cannot read runs "triton" instead.
     """
-    out, precision = gemm.check_linear_args(x, weight, bias, activation, residual, out, None,
-                                            gemm._linear_fwd_kernel)  # fmt: skip
+    out, precision = gemm.check_linear_args(x, weight, bias, activation, residual, out, None, gemm._linear_fwd_kernel)
     kact = _act.kernel_name(activation)
-    key = (_utils.bucket(x.shape[0]), weight.shape[0], x.shape[1],
-           epilogue_name(bias is not None, kact, residual is not None), gemm.dtype_name(x.dtype))  # fmt: skip
+    key = (
+        _utils.bucket(x.shape[0]),
+        weight.shape[0],
+        x.shape[1],
+        epilogue_name(bias is not None, kact, residual is not None),
+        gemm.dtype_name(x.dtype),
+    )
     choice = _resolve(choice, key, x, weight)
     if x.shape[0] == 0:
         return out
@@ -340,8 +369,13 @@ def linear_residual_layernorm(
         _utils.check_shape(name, v, (N,))
     _utils.check_same_dtype("x", x, ln_weight=ln_weight, ln_bias=ln_bias)
     eps = _utils.check_eps(eps)
-    key = (_utils.bucket(x.shape[0]), N, x.shape[1], epilogue_name(bias is not None, "", True, layernorm=True),
-           gemm.dtype_name(x.dtype))  # fmt: skip
+    key = (
+        _utils.bucket(x.shape[0]),
+        N,
+        x.shape[1],
+        epilogue_name(bias is not None, "", True, layernorm=True),
+        gemm.dtype_name(x.dtype),
+    )
     choice = _resolve(choice, key, x, weight)
     if choice == "cublas":
         fused = _fused_bias_residual_layernorm()
@@ -362,7 +396,8 @@ def linear_residual_layernorm(
 # The model's hot path: operands the caller has validated once, at its boundary
 # --------------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _epilogue(has_bias: bool, kernel_activation: str, has_residual: bool, layernorm: bool) -> str:
     return epilogue_name(has_bias, kernel_activation, has_residual, layernorm)
 
@@ -422,21 +457,24 @@ def _operand_sets(M, N, K, parts, dtype, device, copies, generator):
 
     sets = []
     for _ in range(copies):
-        sets.append({
-            "x": rand(M, K),
-            "weight": rand(N, K, scale=K**-0.5),
-            "bias": rand(N, scale=0.5) if parts["bias"] else None,
-            "residual": rand(M, N) if parts["residual"] else None,
-            "ln_weight": 1.0 + rand(N, scale=0.1) if parts["layernorm"] else None,
-            "ln_bias": rand(N, scale=0.1) if parts["layernorm"] else None,
-        })  # fmt: skip
+        sets.append(
+            {
+                "x": rand(M, K),
+                "weight": rand(N, K, scale=K**-0.5),
+                "bias": rand(N, scale=0.5) if parts["bias"] else None,
+                "residual": rand(M, N) if parts["residual"] else None,
+                "ln_weight": 1.0 + rand(N, scale=0.1) if parts["layernorm"] else None,
+                "ln_bias": rand(N, scale=0.1) if parts["layernorm"] else None,
+            }
+        )
     return sets
 
 
 def _call(choice, ops, parts, eps=1e-12):
     if parts["layernorm"]:
-        return linear_residual_layernorm(ops["x"], ops["weight"], ops["bias"], ops["residual"], ops["ln_weight"],
-                                         ops["ln_bias"], eps, choice=choice)  # fmt: skip
+        return linear_residual_layernorm(
+            ops["x"], ops["weight"], ops["bias"], ops["residual"], ops["ln_weight"], ops["ln_bias"], eps, choice=choice
+        )
     act = parts["activation"]
     return linear(ops["x"], ops["weight"], ops["bias"], act, ops["residual"], choice=choice)
 
@@ -509,8 +547,9 @@ def measure_choices(
             except (TypeError, ValueError) as e:  # e.g. TMA alignment: not a candidate for this shape
                 ms[choice] = None
                 errors[choice] = float("nan")
-                warnings.warn(f"measure_choices: {choice} cannot run M={M} N={N} K={K} {epi}: {e}", RuntimeWarning,
-                              stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"measure_choices: {choice} cannot run M={M} N={N} K={K} {epi}: {e}", RuntimeWarning, stacklevel=2
+                )
                 continue
             errors[choice] = (got.float() - ref).abs().max().item()
         bound = 2.0 * errors["cublas"] + atol
@@ -520,8 +559,11 @@ def measure_choices(
             if not err <= bound:
                 ms[choice] = None
                 why = f"max error {err:.3e} > {bound:.3e}"
-                warnings.warn(f"measure_choices: {choice} is wrong at M={M} N={N} K={K} {epi} ({why}): not timed",
-                              RuntimeWarning, stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"measure_choices: {choice} is wrong at M={M} N={N} K={K} {epi} ({why}): not timed",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
 
             def run(i, c=choice, s=sets, p=parts):
@@ -532,9 +574,20 @@ def measure_choices(
         best_ms, best = timed[0]
         margin = round(timed[1][0] / best_ms - 1.0, 4) if len(timed) > 1 else None
         max_error = {c: (None if math.isnan(e) else float(f"{e:.3e}")) for c, e in errors.items()}
-        rows.append({"m": M, "m_bucket": _utils.bucket(M), "n": N, "k": K, "epilogue": epi,
-                     "dtype": gemm.dtype_name(dtype), "ms": ms, "choice": best, "margin": margin,
-                     "max_error": max_error})  # fmt: skip
+        rows.append(
+            {
+                "m": M,
+                "m_bucket": _utils.bucket(M),
+                "n": N,
+                "k": K,
+                "epilogue": epi,
+                "dtype": gemm.dtype_name(dtype),
+                "ms": ms,
+                "choice": best,
+                "margin": margin,
+                "max_error": max_error,
+            }
+        )
     return rows
 
 
@@ -547,9 +600,14 @@ def write_table(rows: Iterable[dict], path: str | os.PathLike, *, device_name: O
         _check_row(row, i)
     if device_name is None:
         device_name = torch.cuda.get_device_name()
-    header = {"format": TABLE_FORMAT, "device": device_name, "triton": triton.__version__,
-              "torch": torch.__version__, "kernels": kernels_hash(),
-              "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+    header = {
+        "format": TABLE_FORMAT,
+        "device": device_name,
+        "triton": triton.__version__,
+        "torch": torch.__version__,
+        "kernels": kernels_hash(),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     rows.sort(key=lambda r: (r["dtype"], r["epilogue"], r["n"], r["k"], r["m_bucket"]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,17 @@ from .gemm import check_linear_args, dtype_name, fit_smem
 
 @triton.jit(do_not_specialize=["M"])
 def _linear_splitk_partial_kernel(
-    x_ptr, w_ptr, ws_ptr,
-    M, N, K, K_PER_SPLIT,
-    stride_xm, stride_xk,
-    stride_wn, stride_wk,
+    x_ptr,
+    w_ptr,
+    ws_ptr,
+    M,
+    N,
+    K,
+    K_PER_SPLIT,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
     INPUT_PRECISION: tl.constexpr,
     EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -81,9 +88,15 @@ def _linear_splitk_partial_kernel(
 
 @triton.jit(do_not_specialize=["M"])
 def _splitk_reduce_kernel(
-    ws_ptr, bias_ptr, res_ptr, out_ptr,
-    M, N, split_k,
-    stride_rm, stride_rn,
+    ws_ptr,
+    bias_ptr,
+    res_ptr,
+    out_ptr,
+    M,
+    N,
+    split_k,
+    stride_rm,
+    stride_rn,
     stride_om,
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
@@ -141,8 +154,14 @@ def _splitk_heuristic(key: tuple, args: dict) -> Config:
     while blocks_per_split < k_blocks and tiles * triton.cdiv(k_blocks, blocks_per_split) > most:
         blocks_per_split += 1
     split = triton.cdiv(k_blocks, blocks_per_split)
-    config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4,
-              "num_stages": 1 if interpreted else 4}  # fmt: skip
+    config = {
+        "BLOCK_M": bm,
+        "BLOCK_N": bn,
+        "BLOCK_K": bk,
+        "SPLIT_K": split,
+        "num_warps": 4,
+        "num_stages": 1 if interpreted else 4,
+    }
     return fit_smem(config, 4 if dtype == "float32" else 2)
 
 
@@ -174,6 +193,7 @@ def splitk_plan(K: int, block_k: int, split_k: int) -> tuple[int, int]:
 # Launcher
 # --------------------------------------------------------------------------------------------------
 
+
 def linear_splitk(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -192,19 +212,31 @@ def linear_splitk(
     of K ranges (clamped to the number of BLOCK_K blocks); config: {"BLOCK_M", "BLOCK_N", "BLOCK_K",
     "SPLIT_K", "num_warps", "num_stages"}; neither -> SPLITK_CONFIGS for the shape.
     """
-    out, input_precision = check_linear_args(x, weight, bias, activation, residual, out, input_precision,
-                                             _linear_splitk_partial_kernel)  # fmt: skip
+    out, input_precision = check_linear_args(
+        x, weight, bias, activation, residual, out, input_precision, _linear_splitk_partial_kernel
+    )
     if split_k is not None and (isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1):
         raise ValueError(f"split_k must be a positive int or None, got {split_k!r}")
     if x.shape[0] == 0:
         return out
-    launch_linear_splitk(x, weight, bias, _act.kernel_name(activation), residual, out, input_precision,
-                         split_k=split_k, config=config)  # fmt: skip
+    launch_linear_splitk(
+        x, weight, bias, _act.kernel_name(activation), residual, out, input_precision, split_k=split_k, config=config
+    )
     return out
 
 
-def launch_linear_splitk(x, weight, bias, kernel_activation: str, residual, out, input_precision: str, *,
-                         split_k: Optional[int] = None, config: Optional[dict] = None) -> None:  # fmt: skip
+def launch_linear_splitk(
+    x,
+    weight,
+    bias,
+    kernel_activation: str,
+    residual,
+    out,
+    input_precision: str,
+    *,
+    split_k: Optional[int] = None,
+    config: Optional[dict] = None,
+) -> None:
     """The two launches alone, for callers that checked the inputs already (check_linear_args); M >= 1."""
     M, K = x.shape
     N = weight.shape[0]
@@ -222,13 +254,21 @@ def launch_linear_splitk(x, weight, bias, kernel_activation: str, residual, out,
     workspace = torch.empty((splits, M, N), dtype=torch.float32, device=x.device)  # every element written
     tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
     _linear_splitk_partial_kernel[(tiles, splits)](
-        x, weight, workspace,
-        M, N, K, k_per_split,
-        x.stride(0), x.stride(1),
-        weight.stride(0), weight.stride(1),
+        x,
+        weight,
+        workspace,
+        M,
+        N,
+        K,
+        k_per_split,
+        x.stride(0),
+        x.stride(1),
+        weight.stride(0),
+        weight.stride(1),
         INPUT_PRECISION=input_precision,
         EVEN_K=K % meta["BLOCK_K"] == 0,
-        **meta, **launch,
+        **meta,
+        **launch,
     )
 
     if bias is not None and bias.stride(0) != 1:
@@ -236,9 +276,15 @@ def launch_linear_splitk(x, weight, bias, kernel_activation: str, residual, out,
     res = residual if residual is not None else out  # dummy pointer when unused
     block = 256 if _utils.is_interpreted(_splitk_reduce_kernel) else REDUCE_BLOCK
     _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
-        workspace, bias if bias is not None else out, res, out,
-        M, N, splits,
-        res.stride(0), res.stride(1),
+        workspace,
+        bias if bias is not None else out,
+        res,
+        out,
+        M,
+        N,
+        splits,
+        res.stride(0),
+        res.stride(1),
         out.stride(0),
         HAS_BIAS=bias is not None,
         HAS_RESIDUAL=residual is not None,

@@ -36,10 +36,18 @@ from .gemm_splitk import num_sms
 
 @triton.jit(do_not_specialize=["M"])
 def _linear_tma_kernel(
-    x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr,
-    M, N, K,
-    stride_xm, stride_wn,
-    stride_rm, stride_rn,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    res_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_wn,
+    stride_rm,
+    stride_rn,
     stride_om,
     NUM_PROGRAMS,
     HAS_BIAS: tl.constexpr,
@@ -75,8 +83,22 @@ def _linear_tma_kernel(
         # Epilogue in fp32: bias, activation, residual, one store in the output dtype.
         offs_m = off_m + tl.arange(0, BLOCK_M)  # [BLOCK_M]
         offs_n = off_n + tl.arange(0, BLOCK_N)  # [BLOCK_N]
-        _epilogue_store_tile(acc, offs_m, offs_n, M, N, bias_ptr, res_ptr, out_ptr, stride_rm, stride_rn,
-                             stride_om, HAS_BIAS, HAS_RESIDUAL, ACTIVATION)  # fmt: skip
+        _epilogue_store_tile(
+            acc,
+            offs_m,
+            offs_n,
+            M,
+            N,
+            bias_ptr,
+            res_ptr,
+            out_ptr,
+            stride_rm,
+            stride_rn,
+            stride_om,
+            HAS_BIAS,
+            HAS_RESIDUAL,
+            ACTIVATION,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,6 +167,7 @@ def _ensure_allocator() -> None:
 # Launcher
 # --------------------------------------------------------------------------------------------------
 
+
 def linear_tma(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -171,8 +194,7 @@ def linear_tma(
     return out
 
 
-def launch_linear_tma(x, weight, bias, kernel_activation: str, residual, out, *, config: Optional[dict] = None
-                      ) -> None:  # fmt: skip
+def launch_linear_tma(x, weight, bias, kernel_activation: str, residual, out, *, config: Optional[dict] = None) -> None:
     """The launch alone, for callers that checked the inputs (check_linear_args, tma_incompatibility); M >= 1."""
     M, K = x.shape
     N = weight.shape[0]
@@ -192,14 +214,23 @@ def launch_linear_tma(x, weight, bias, kernel_activation: str, residual, out, *,
     tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
     programs = min(sms, tiles)
     _linear_tma_kernel[(programs,)](
-        x, weight, bias if bias is not None else out, res, out,
-        M, N, K,
-        x.stride(0), weight.stride(0),
-        res.stride(0), res.stride(1),
+        x,
+        weight,
+        bias if bias is not None else out,
+        res,
+        out,
+        M,
+        N,
+        K,
+        x.stride(0),
+        weight.stride(0),
+        res.stride(0),
+        res.stride(1),
         out.stride(0),
         programs,
         HAS_BIAS=bias is not None,
         HAS_RESIDUAL=residual is not None,
         ACTIVATION=kernel_activation,
-        **meta, **launch,
+        **meta,
+        **launch,
     )

@@ -31,10 +31,18 @@ from ._norm import layernorm_tile
 
 @triton.jit(do_not_specialize=["T"])
 def _layernorm_fwd_kernel(
-    x_ptr, bias_ptr, res_ptr, ln_w_ptr, ln_b_ptr, out_ptr,
-    T, H,
-    stride_xt, stride_xh,
-    stride_rt, stride_rh,
+    x_ptr,
+    bias_ptr,
+    res_ptr,
+    ln_w_ptr,
+    ln_b_ptr,
+    out_ptr,
+    T,
+    H,
+    stride_xt,
+    stride_xh,
+    stride_rt,
+    stride_rh,
     stride_ot,
     eps,
     HAS_BIAS: tl.constexpr,
@@ -69,10 +77,18 @@ def _launch(x, bias, residual, weight, ln_bias, eps, out):
     bias = bias.contiguous() if bias is not None else None
     res = residual if residual is not None else x  # a valid pointer; never read without HAS_RESIDUAL
     _layernorm_fwd_kernel[(triton.cdiv(T, block_t),)](
-        x, bias if bias is not None else weight, res, weight, ln_bias, out,
-        T, H,
-        x.stride(0), x.stride(1),
-        res.stride(0), res.stride(1),
+        x,
+        bias if bias is not None else weight,
+        res,
+        weight,
+        ln_bias,
+        out,
+        T,
+        H,
+        x.stride(0),
+        x.stride(1),
+        res.stride(0),
+        res.stride(1),
         out.stride(0),
         eps,
         HAS_BIAS=bias is not None,
@@ -85,7 +101,12 @@ def _launch(x, bias, residual, weight, ln_bias, eps, out):
 
 
 def _check_rows(
-    x_name: str, x, vectors: dict, residual, eps, out,
+    x_name: str,
+    x,
+    vectors: dict,
+    residual,
+    eps,
+    out,
 ) -> tuple[torch.Tensor, float]:
     """Boundary checks shared by both entry points; returns (out buffer, eps)."""
     _utils.check_tensor(x_name, x, ndim=2)
