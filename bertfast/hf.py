@@ -125,6 +125,8 @@ def optimize(
         raise TypeError(f"cuda_graphs must be a bool, got {type(cuda_graphs).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() takes a torch.nn.Module, got {type(model).__name__}")
+    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
+        raise ValueError(f"memory_budget_mb must be a positive number or None, got {memory_budget_mb!r}")
     if isinstance(model, BertPreTrainedModel):
         model.set_backend(backend).set_cuda_graphs(cuda_graphs)
     else:
