@@ -7,6 +7,9 @@
 # Here, before the call:   python scripts/make_minilm_fp16.py .carry/minilm-fp16
 # The call:                run(command="bash scripts/gpu_check.sh", carry=[".carry"])
 # Fewer stages:            run(command="STAGES='build bench runtime' bash scripts/gpu_check.sh", carry=[".carry"])
+# The per-GPU tables:      run(command="STAGES='build tables' bash scripts/gpu_check.sh") -> commit
+#                          $OUT/<gpu>.json (GEMM choices) and $OUT/configs-<gpu>.json (kernel configs)
+#                          into bertfast/kernels/tables/, then run the bench again (it uses them).
 # Afterwards: copy the report files from $OUT into benchmarks/results/ and commit them.
 #
 # Files back (8): env.txt build.log pytest.log bench.log runtime.log and <report>.{json,md,png}
@@ -38,6 +41,17 @@ fi
 if has tests; then
   timeout "$(limit ${TESTS_S:-200})" python3 -m pytest -q -rs -p no:cacheprovider -m "not slow" tests > "$OUT/pytest.log" 2>&1
   echo "pytest exit $? ($(( $(date +%s) - START )) s so far)"; tail -15 "$OUT/pytest.log"
+fi
+
+# 0. The per-GPU tables (opt-in: STAGES='build tables'): every GEMM implementation timed on BERT-base's
+#    shapes (the choice table) and Triton's autotuner over every token bucket (the config table).
+if has tables; then
+  export BERTFAST_CACHE_DIR="$OUT/cache"
+  slug=$(python3 -c "import torch; from bertfast.tuning import gpu_slug; print(gpu_slug(torch.cuda.get_device_name()))")
+  timeout "$(limit ${TABLES_S:-480})" python3 -m bertfast tune --model bert-base --dtype fp16 --max-tokens 4096 \
+    --gemm-table "$OUT/$slug.json" --quiet > "$OUT/tables.log" 2>&1
+  echo "tables exit $? ($(( $(date +%s) - START )) s so far)"; tail -20 "$OUT/tables.log"
+  cp "$BERTFAST_CACHE_DIR/tuned-$slug.json" "$OUT/configs-$slug.json" 2>/dev/null
 fi
 
 # 2. The benchmark: BERT-base (random weights) fp16 against the strongest peers in one process, the
