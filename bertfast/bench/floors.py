@@ -41,6 +41,7 @@ def layer_kernels(T: int, lengths: Sequence[int], H: int, I: int, elem: int = 2)
     """(kernel, part, FLOPs, fewest bytes) for one encoder layer on T packed tokens; `elem` bytes per
     element. Bytes count every input read once and every output written once, weights included."""
     sq = sum(int(n) ** 2 for n in lengths)
+    # One row per kernel: (name, part, FLOPs, bytes), aligned as a table.
     # fmt: off
     return [
         ("qkv gemm + bias", "gemm", 2 * T * H * 3 * H, elem * (T * H + 3 * H * H + 3 * H + 3 * T * H)),

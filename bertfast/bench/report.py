@@ -9,6 +9,7 @@ import os
 from .device import slug
 from .engines import is_peer
 
+# The report's keys in schema order, grouped by when they were added (the formatter would give one per line).
 # fmt: off
 RESULT_KEYS = ["model", "engine", "dtype", "batch", "seq", "lengths", "cuda_graphs", "median_ms", "ms_per_sentence",
                "tokens_per_s", "tflops", "frac_of_peak", "max_abs_err", "peak_mem_mb", "first_call_ms",
