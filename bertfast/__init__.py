@@ -21,7 +21,7 @@ from .heads import (
 )
 from .hf import is_optimized, optimize, restore, set_backend, set_cuda_graphs
 from .modeling import BertModel, BertPreTrainedModel
-from .runtime import graph_stats, set_graph_options, warmup
+from .runtime import graph_stats, refresh, set_graph_options, warmup
 
 __version__ = "0.1.0"
 
@@ -60,6 +60,7 @@ __all__ = [
     "BertForSequenceClassification",
     "BertForTokenClassification",
     "graph_stats",
+    "refresh",
     "set_graph_options",
     "warmup",
     "is_optimized",

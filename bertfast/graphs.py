@@ -105,9 +105,10 @@ def length_bucket(longest: int, max_len: int) -> int:
 
 
 def split_batch(lengths: list[int], max_tokens: int, max_seqs: int) -> list[tuple[int, int]]:
-    """Cut a batch into runs of whole sequences [start, end) that each fit one bucket: at most
-    `max_tokens` tokens and `max_seqs` // 2 sequences (the other half of the slots holds the dummy
-    chunks; see `fits_largest`). Every sequence must be <= max_tokens."""
+    """Cut a batch into runs of whole sequences [start, end) of at most `max_tokens` tokens and
+    `max_seqs` // 2 sequences (the other half of the slots holds the dummy chunks), greedily. With the
+    default limits every run fits a bucket; the runner checks and halves any run that does not.
+    Every sequence must be <= max_tokens."""
     parts, start, tokens = [], 0, 0
     cap = max(1, max_seqs // 2)
     for i, n in enumerate(lengths):
@@ -122,21 +123,31 @@ def split_batch(lengths: list[int], max_tokens: int, max_seqs: int) -> list[tupl
 
 
 # =============================================================================== capture and replay
-# Bumped whenever any module registers or replaces a parameter, so graph runners re-list theirs.
-# The hook is registered when the first runner is made, never at import.
+# Bumped whenever any module registers or replaces a parameter or a submodule, so graph runners
+# re-list theirs. The hooks are registered when the first runner is made, never at import.
 _PARAM_GENERATION = [0]
 _HOOK_LOCK = threading.Lock()
-_HOOK: list[Any] = [None]
+_HOOKS: list[Any] = []
+
+# One capture at a time in the process (torch's rule), each on its device's own capture stream.
+_CAPTURE_LOCK = threading.Lock()
+_CAPTURE_STREAMS: dict[torch.device, Any] = {}
 
 
-def _count_registration(module, name, param):
+def _count_registration(module, name, value):
     _PARAM_GENERATION[0] += 1
 
 
-def _ensure_param_hook() -> None:
+def _ensure_registration_hooks() -> None:
     with _HOOK_LOCK:
-        if _HOOK[0] is None:
-            _HOOK[0] = nn.modules.module.register_module_parameter_registration_hook(_count_registration)
+        if not _HOOKS:
+            _HOOKS.append(nn.modules.module.register_module_parameter_registration_hook(_count_registration))
+            _HOOKS.append(nn.modules.module.register_module_module_registration_hook(_count_registration))
+
+
+def _version(p: torch.Tensor) -> int:
+    """A parameter's version counter (inference tensors have none: they cannot be updated in place)."""
+    return -1 if p.is_inference() else p._version
 
 
 class _CudaGraphReplay:
@@ -152,8 +163,13 @@ class _CudaGraphReplay:
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: another thread's CUDA calls during this capture neither fail nor get captured.
-        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
-            self.outputs = fn()
+        # One capture at a time in the process, on this device's own capture stream.
+        with _CAPTURE_LOCK:
+            stream = _CAPTURE_STREAMS.get(device)
+            if stream is None:
+                stream = _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+            with torch.cuda.graph(self.graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
+                self.outputs = fn()
         self.pool = self.graph.pool()
 
     def replay(self) -> None:
@@ -242,7 +258,7 @@ class CudaGraphEncoder:
             raise ValueError(
                 f"max_tokens ({max_tokens}) must hold the longest sequence ({spec.max_position_embeddings} tokens)"
             )
-        _ensure_param_hook()
+        _ensure_registration_hooks()
         self.bert = bert
         self.spec = spec
         self.token_buckets = power_of_two_buckets(max_tokens)
@@ -250,6 +266,7 @@ class CudaGraphEncoder:
         self.max_tokens, self.max_seqs = self.token_buckets[-1], self.seq_buckets[-1]
         self.budget_bytes = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
         self._replay_cls = _CudaGraphReplay if replay == "cuda" else _EagerReplay
+        self.replays_on_cuda = replay == "cuda"
         self.buckets: OrderedDict[tuple[int, int, int], _Bucket] = OrderedDict()  # least recent first
         self.pool = None
         self.stats = GraphStats()
@@ -263,12 +280,15 @@ class CudaGraphEncoder:
         return (_no_runner, ())
 
     def _fingerprint(self) -> tuple:
-        """What the graphs depend on: the parameter objects (re-listed only when a parameter was
-        registered anywhere since, a cheap global counter) and each one's storage and version."""
+        """What the graphs depend on: the encoder's layers and pooler (a ModuleList edited in place or
+        a pooler set to None registers nothing), the parameter objects (re-listed only when a parameter
+        or module was registered anywhere since, a cheap global counter) and each one's storage and
+        version. Writes through `.data` bypass version counters: see `bertfast.refresh`."""
         if getattr(self, "_generation", None) != _PARAM_GENERATION[0]:
             self._params = list(self.bert.parameters())  # walking the modules costs ~0.3 ms: not per call
             self._generation = _PARAM_GENERATION[0]
-        return (tuple(map(id, self._params)), [(p.data_ptr(), p._version) for p in self._params])
+        structure = (tuple(map(id, self.bert.encoder.layer)), id(getattr(self.bert, "pooler", None)))
+        return structure, tuple(map(id, self._params)), [(p.data_ptr(), _version(p)) for p in self._params]
 
     def reset(self) -> None:
         """Drop every graph and its memory pool (counters are kept)."""
@@ -294,8 +314,14 @@ class CudaGraphEncoder:
         return (*key, length_bucket(max(lengths), self.spec.max_position_embeddings))
 
     def _capture(self, key: tuple[int, int, int], device: torch.device) -> _Bucket:
-        t_b, b_b, s_b = key
         t0 = time.perf_counter()
+        # Normal tensors, not inference tensors: a bucket first used under inference_mode must still
+        # take copies under no_grad later (and the other way round).
+        with torch.inference_mode(False), torch.no_grad():
+            return self._capture_buffers(key, device, t0)
+
+    def _capture_buffers(self, key: tuple[int, int, int], device: torch.device, t0: float) -> _Bucket:
+        t_b, b_b, s_b = key
         cuda = device.type == "cuda"
         before = torch.cuda.memory_reserved(device) if cuda else 0
         bucket = _Bucket(
@@ -382,15 +408,32 @@ class CudaGraphEncoder:
         # Copies: the static outputs belong to the bucket and are overwritten by its next replay.
         return hidden[:T].clone(), (pooled[:B].clone() if pooled is not None else None)
 
-    def _run(self, ids, types, positions, cu_host: list[int], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _plan(self, lengths: list[int]) -> list[tuple[int, int]] | None:
+        """Runs of whole sequences [start, end) that each fit a bucket, in order; None when a single
+        sequence fits no bucket (possible only with very small max_seqs): the call then runs eagerly."""
+        if self.bucket_for(lengths):
+            return [(0, len(lengths))]
+        parts: list[tuple[int, int]] = []
+        todo = list(reversed(split_batch(lengths, self.max_tokens, self.max_seqs)))
+        while todo:
+            s0, s1 = todo.pop()
+            if self.bucket_for(lengths[s0:s1]):
+                parts.append((s0, s1))
+            elif s1 - s0 == 1:
+                return None
+            else:  # halve it: the left half first, so parts stay in order
+                mid = (s0 + s1) // 2
+                todo += [(mid, s1), (s0, mid)]
+        return parts
+
+    def _run(self, ids, types, positions, cu_host: list[int], device):
         weights = self._fingerprint()
         if weights != self._weights:
             self._drop_all()
             self._weights = weights
-        lengths = [b - a for a, b in zip(cu_host[:-1], cu_host[1:])]
-        parts = (
-            [(0, len(lengths))] if self.bucket_for(lengths) else split_batch(lengths, self.max_tokens, self.max_seqs)
-        )
+        parts = self._plan([b - a for a, b in zip(cu_host[:-1], cu_host[1:])])
+        if parts is None:
+            return None
         outs = []
         for s0, s1 in parts:
             t0, t1 = cu_host[s0], cu_host[s1]
@@ -408,22 +451,26 @@ class CudaGraphEncoder:
         types: torch.Tensor,  # (T,)
         positions: torch.Tensor,  # (T,)
         cu_host: list[int],  # (B + 1,) on the host
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(hidden (T, H), pooled (B, H) or None) for a packed batch; ordered on the caller's stream."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(hidden (T, H), pooled (B, H) or None) for a packed batch, ordered on the caller's stream;
+        None when the batch fits no bucket plan (the caller then runs it eagerly)."""
         device = ids.device
         with self._lock:
             self.stats.calls += 1
             if device.type != "cuda":
-                return self._run(ids, types, positions, cu_host, device)
-            caller = torch.cuda.current_stream(device)
-            stream = self._streams.get(device)
-            if stream is None:
-                stream = self._streams[device] = torch.cuda.Stream(device)
-            stream.wait_stream(caller)  # the inputs are ready
-            with torch.cuda.stream(stream):
-                hidden, pooled = self._run(ids, types, positions, cu_host, device)
-            caller.wait_stream(stream)  # the outputs are ready before the caller's next work
-            for t in (hidden, pooled):
-                if t is not None:
-                    t.record_stream(caller)  # made on our stream, used on the caller's
-            return hidden, pooled
+                out = self._run(ids, types, positions, cu_host, device)
+            else:
+                caller = torch.cuda.current_stream(device)
+                stream = self._streams.get(device)
+                if stream is None:
+                    stream = self._streams[device] = torch.cuda.Stream(device)
+                stream.wait_stream(caller)  # the inputs are ready
+                with torch.cuda.stream(stream):
+                    out = self._run(ids, types, positions, cu_host, device)
+                caller.wait_stream(stream)  # the outputs are ready before the caller's next work
+                for t in out or ():
+                    if t is not None:
+                        t.record_stream(caller)  # made on our stream, used on the caller's
+            if out is None:
+                self.stats.fallbacks += 1
+            return out

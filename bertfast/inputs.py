@@ -46,8 +46,8 @@ RangeCheck = tuple[str, torch.Tensor, int]  # (argument name, tensor, exclusive 
 def check_int_tensor(name: str, t: Any) -> None:
     if not torch.is_tensor(t):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
+    if t.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be an integer tensor (int64 or int32), got {t.dtype}")
 
 
 def _check_device(device: torch.device, **tensors: Any) -> None:
@@ -149,6 +149,12 @@ def prepare_padded(
             raise ValueError(
                 f"attention_mask row {lengths.index(0)} has no real token; every sequence needs at least one"
             )
+    longest = max(lengths) if lengths is not None else S
+    if longest > limits.max_position_embeddings:  # explicit position_ids do not lift the model's limit
+        raise ValueError(
+            f"a sequence of {longest} real tokens in {lead_name} exceeds the model's max_position_embeddings "
+            f"({limits.max_position_embeddings}); truncate the input"
+        )
     info = pack_plan(keep, lengths, B, S, device)
     ids = unpad(input_ids, info) if input_ids is not None else None  # (T,)
     embeds = unpad(inputs_embeds, info) if inputs_embeds is not None else None  # (T, H)
@@ -202,7 +208,7 @@ def prepare_packed(
     longest = max(lengths)
     if max_seqlen is not None and max_seqlen != longest:
         raise ValueError(f"max_seqlen is {max_seqlen} but the longest sequence in cu_seqlens is {longest}")
-    if position_ids is None and longest > limits.max_position_embeddings:
+    if longest > limits.max_position_embeddings:  # with or without position_ids: the model's limit
         raise ValueError(
             f"a sequence of length {longest} exceeds max_position_embeddings ({limits.max_position_embeddings})"
         )

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import encoder
-from .encoder import PATCH_ATTR, RUNNER_ATTR, Spec
+from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec
 from .graphs import CudaGraphEncoder, power_of_two_buckets
 from .modeling import BertModel
 from .tuning import device_cache, harvest, seed_device
@@ -36,6 +36,8 @@ _CREATE_LOCK = threading.Lock()
 def graph_runner(bert: nn.Module, spec: Spec, device: torch.device) -> CudaGraphEncoder | None:
     """The module's CUDA-graph runner, created on first use on a CUDA device (None elsewhere)."""
     runner = bert.__dict__.get(RUNNER_ATTR)
+    if runner is not None and device.type != "cuda" and runner.replays_on_cuda:
+        return None  # a model moved off the GPU keeps its CUDA runner for when it comes back
     if runner is None and device.type == "cuda":
         with _CREATE_LOCK:  # two threads' first calls must not make two runners
             runner = bert.__dict__.get(RUNNER_ATTR)
@@ -70,15 +72,33 @@ def set_graph_options(
     are evicted past it). Drops graphs captured under other options."""
     if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
         raise ValueError(f"memory_budget_mb must be a positive number or None, got {memory_budget_mb!r}")
-    for name, value in (("max_tokens", max_tokens), ("max_seqs", max_seqs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    for _, m in _encoders(model):
+    for name, value, least in (("max_tokens", max_tokens, 16), ("max_seqs", max_seqs, 4)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    encoders = _encoders(model)
+    for _, m in encoders:
+        longest = m.embeddings.position_embeddings.num_embeddings
+        if max_tokens < longest:
+            raise ValueError(f"max_tokens ({max_tokens}) must hold the model's longest sequence ({longest} tokens)")
+    for _, m in encoders:
         m.__dict__[OPTIONS_ATTR] = {
             "memory_budget_mb": memory_budget_mb,
             "max_tokens": max_tokens,
             "max_seqs": max_seqs,
         }
+        m.__dict__.pop(RUNNER_ATTR, None)
+    return model
+
+
+def refresh(model: nn.Module) -> nn.Module:
+    """Forget everything bertfast derived from the weights: the fused QKV copies and the CUDA graphs.
+
+    Needed only after writing weights through `.data` (e.g. `p.data.mul_(2)` or `p.data += delta`),
+    which bypasses PyTorch's version counters; ordinary in-place updates (optimizer steps under
+    no_grad, `p.mul_(2)`), new tensors and moves are seen without it.
+    """
+    for m in model.modules():
+        m.__dict__.pop(FUSED_QKV_ATTR, None)
         m.__dict__.pop(RUNNER_ATTR, None)
     return model
 

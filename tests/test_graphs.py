@@ -120,7 +120,7 @@ torch = pytest.importorskip("torch")
 from .helpers import ATOL, SUM_ORDER_ATOL_FP32, assert_close  # noqa: E402
 
 
-def _eager_runner_model(**options):
+def _eager_runner_model(config=None, **options):
     from bertfast import ops
     from bertfast.encoder import RUNNER_ATTR
     from bertfast.graphs import CudaGraphEncoder
@@ -132,7 +132,7 @@ def _eager_runner_model(**options):
     from .models import TINY
 
     torch.manual_seed(3)
-    model = bertfast.BertModel(bertfast.BertConfig(**TINY)).eval().set_backend("triton")
+    model = bertfast.BertModel(bertfast.BertConfig(**{**TINY, **(config or {})})).eval().set_backend("triton")
     options = {"max_tokens": 128, "max_seqs": 16, **options}
     runner = CudaGraphEncoder(model, model.spec, replay="eager", **options)
     model.__dict__[RUNNER_ATTR] = runner
@@ -286,6 +286,62 @@ def test_threads_calling_one_model_get_their_own_results():
     mismatches = [i for i, out in enumerate(got) if not torch.equal(out, expected[i % 12])]
     assert mismatches == []
     assert runner.stats.fallbacks == 0 and runner.stats.calls == 48
+
+
+def test_buckets_made_under_inference_mode_serve_no_grad_calls_and_back():
+    model, runner = _eager_runner_model()
+    ids, cu = _packed([9, 4], model.config.vocab_size, 11)
+    with torch.inference_mode():
+        first = model.forward_packed(ids, cu).last_hidden_state
+    with torch.no_grad():
+        second = model.forward_packed(ids, cu).last_hidden_state
+    with torch.inference_mode():
+        third = model.forward_packed(ids, cu).last_hidden_state
+    assert torch.equal(first, second) and torch.equal(second, third)
+    assert runner.stats.misses == 1 and runner.stats.hits == 2
+
+
+def test_module_structure_changes_drop_the_graphs():
+    model, runner = _eager_runner_model()
+    ids, cu = _packed([12, 3], model.config.vocab_size, 12)
+    with torch.no_grad():
+        model.forward_packed(ids, cu)
+        del model.encoder.layer[1:]  # registers nothing: the structure check sees it
+        one_layer = model.forward_packed(ids, cu).last_hidden_state
+    assert runner.stats.misses == 2, "recaptured for the one-layer encoder"
+    assert_close(one_layer, _eager(model, ids, cu).last_hidden_state, ATOL[torch.float32], "one layer")
+
+
+def test_refresh_sees_writes_through_data():
+    import bertfast
+
+    model, runner = _eager_runner_model()
+    ids, cu = _packed([12, 3], model.config.vocab_size, 13)
+    with torch.no_grad():
+        model.forward_packed(ids, cu)
+        model.encoder.layer[0].attention.self.query.weight.data.mul_(3.0)  # bypasses version counters
+        bertfast.refresh(model)
+        model.__dict__["_bertfast_graphs"] = runner  # keep the eager-replay runner for this test
+        runner.reset()
+        after = model.forward_packed(ids, cu).last_hidden_state
+    torch_path = model.set_backend("torch")
+    with torch.no_grad():
+        expected = torch_path.forward_packed(ids, cu).last_hidden_state
+    assert_close(after, expected, SUM_ORDER_ATOL_FP32, "after refresh")
+
+
+def test_parts_that_fit_no_bucket_are_halved_and_a_lone_misfit_runs_eagerly():
+    # 4 slots: two 33-token sequences need 2 + ceil(62 / 16) = 6 slots in 128 tokens, so that greedy part
+    # is halved; a lone 70-token sequence needs 1 + ceil(58 / 16) = 5: no bucket, so it runs eagerly.
+    model, runner = _eager_runner_model(config={"max_position_embeddings": 128}, max_tokens=128, max_seqs=4)
+    assert runner._plan([33, 33, 33]) == [(0, 1), (1, 2), (2, 3)]
+    assert runner._plan([70]) is None
+    for seed, lengths in enumerate(([33, 33, 33], [70], [40, 3, 9])):
+        ids, cu = _packed(lengths, model.config.vocab_size, 20 + seed)
+        with torch.no_grad():
+            graphed = model.forward_packed(ids, cu).last_hidden_state
+        assert_close(graphed, _eager(model, ids, cu).last_hidden_state, ATOL[torch.float32], f"lengths {lengths}")
+    assert (runner.stats.calls, runner.stats.fallbacks) == (3, 1)
 
 
 def test_padded_hf_style_call_uses_the_graphs():

@@ -89,6 +89,26 @@ def test_packed_forward_rejects():
         m.forward_packed(torch.ones(n, dtype=torch.long), torch.tensor([0, n]))
 
 
+def test_explicit_positions_do_not_lift_the_length_limit_and_ids_are_int64_or_int32():
+    m = bertfast.BertModel(CFG).eval()
+    n = CFG.max_position_embeddings + 6
+    long_ids = torch.randint(1, CFG.vocab_size, (1, n))
+    positions = torch.arange(n)[None, :] % CFG.max_position_embeddings  # every position in range
+    with pytest.raises(ValueError, match="exceeds the model's max_position_embeddings"):
+        m(long_ids, position_ids=positions)
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
+        m.forward_packed(long_ids[0], torch.tensor([0, n]), position_ids=positions[0])
+    # a long padded row whose real tokens fit is fine
+    mask = torch.zeros(1, n, dtype=torch.long)
+    mask[0, :5] = 1
+    with torch.no_grad():
+        out = m(long_ids, attention_mask=mask, position_ids=positions)
+    assert out.last_hidden_state[0, :5].abs().sum() > 0
+    for dtype in (torch.int16, torch.uint8, torch.int8):
+        with pytest.raises(TypeError, match="input_ids must be an integer tensor"):
+            m(torch.ones(1, 4, dtype=dtype))
+
+
 def test_heads_reject_bad_labels():
     cfg = BertConfig(**{**TINY, "num_labels": 3})
     x = ids(2, 5)

@@ -50,6 +50,10 @@ def test_switches_refuse_bad_arguments_and_unoptimized_models():
     assert not bertfast.is_optimized(fresh), "a refused call patches nothing"
     with pytest.raises(ValueError, match="max_tokens"):
         bertfast.set_graph_options(model, max_tokens=0)
+    with pytest.raises(ValueError, match="must hold the model's longest sequence"):
+        bertfast.set_graph_options(model, max_tokens=model.config.max_position_embeddings // 2)
+    with pytest.raises(ValueError, match="max_seqs"):
+        bertfast.set_graph_options(model, max_seqs=2)
     with pytest.raises(ValueError, match="shapes"):
         bertfast.warmup(model, [(1, 0)])
     with pytest.raises(ValueError, match="max_position_embeddings"):
