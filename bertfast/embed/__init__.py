@@ -20,13 +20,13 @@ import os
 import sys
 import time
 
+from .._dtypes import DTYPE_NAMES, dtype_name, parse_dtype
 from .inputs import CorpusInput, iter_shards, open_input
 from .local import EncodeSettings, local_devices, run_local
 from .store import OutputDir
 
 __all__ = ["add_arguments", "embed_corpus", "run_cli"]
 
-DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -84,7 +84,7 @@ def embed_corpus(
     field / column: where the text is in a .jsonl record / a .parquet file.
     shard_size: input rows per output shard, the unit of resumption (keep it equal across reruns).
     device: "auto" (every local GPU, else the CPU), "cpu", "cuda" (every GPU) or "cuda:N".
-    dtype: "float32" | "float16" | "bfloat16", or None for the checkpoint's.
+    dtype: a dtype name bertfast accepts anywhere ("float16", "fp16", "bf16", ...), or None for the checkpoint's.
     ray: None (this machine), "auto" (a running Ray cluster, else a local one) or a cluster address.
     store: "text" keeps each text, "hash" its SHA-256 (column text_sha256).
     normalize: L2-normalize the vectors (models with a Normalize module already do).
@@ -94,8 +94,8 @@ def embed_corpus(
     shard_size = _positive_int(shard_size, "shard_size")
     if not (device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES} or None, got {dtype!r}")
+    if dtype is not None:
+        dtype = dtype_name(parse_dtype(dtype))  # the package's one dtype parser; canonical name kept
     if store not in ("text", "hash"):
         raise ValueError(f"store must be 'text' or 'hash', got {store!r}")
     try:
@@ -239,7 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
         default=None,
-        choices=list(DTYPES),
+        choices=list(DTYPE_NAMES),
         help="weights dtype (default: the checkpoint's)",
     )
     p.add_argument(
