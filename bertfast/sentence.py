@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .modeling import BertModel
+from .padding import packed_positions
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 _LEGACY_KEYS = {
@@ -100,7 +101,7 @@ def pool_packed(h: torch.Tensor, cu_seqlens: torch.Tensor, modes: tuple[str, ...
     B = cu_seqlens.numel() - 1
     T, H = h.shape
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # (B,)
-    seq = torch.repeat_interleave(torch.arange(B, device=h.device), lengths, output_size=T)  # (T,) its sequence
+    seq = packed_positions(cu_seqlens, T)[0]  # (T,) each token's sequence
     acc = torch.float32 if h.dtype in (torch.float16, torch.bfloat16) else h.dtype
     out = []
     for mode in modes:
