@@ -324,12 +324,8 @@ def linear(
     """
     out, precision = gemm.check_linear_args(x, weight, bias, activation, residual, out, None, gemm._linear_fwd_kernel)
     kact = _act.kernel_name(activation)
-    key = (
-        _utils.bucket(x.shape[0]),
-        weight.shape[0],
-        x.shape[1],
-        epilogue_name(bias is not None, kact, residual is not None),
-        gemm.dtype_name(x.dtype),
+    key = choice_key(
+        x.shape[0], weight.shape[0], x.shape[1], _epilogue(bias is not None, kact, residual is not None, False), x.dtype
     )
     choice = _resolve(choice, key, x, weight)
     if x.shape[0] == 0:
@@ -369,13 +365,7 @@ def linear_residual_layernorm(
         _utils.check_shape(name, v, (N,))
     _utils.check_same_dtype("x", x, ln_weight=ln_weight, ln_bias=ln_bias)
     eps = _utils.check_eps(eps)
-    key = (
-        _utils.bucket(x.shape[0]),
-        N,
-        x.shape[1],
-        epilogue_name(bias is not None, "", True, layernorm=True),
-        gemm.dtype_name(x.dtype),
-    )
+    key = choice_key(x.shape[0], N, x.shape[1], _epilogue(bias is not None, "", True, True), x.dtype)
     choice = _resolve(choice, key, x, weight)
     if choice == "cublas":
         fused = _fused_bias_residual_layernorm()
@@ -399,12 +389,12 @@ def linear_residual_layernorm(
 
 @functools.cache
 def _epilogue(has_bias: bool, kernel_activation: str, has_residual: bool, layernorm: bool) -> str:
+    """epilogue_name, memoised for the hot path."""
     return epilogue_name(has_bias, kernel_activation, has_residual, layernorm)
 
 
 def _choose(x: torch.Tensor, weight: torch.Tensor, epi: str) -> str:
-    key = (_utils.bucket(x.shape[0]), weight.shape[0], x.shape[1], epi, gemm.dtype_name(x.dtype))
-    choice = table_for(x.device).lookup(key)
+    choice = table_for(x.device).lookup(choice_key(x.shape[0], weight.shape[0], x.shape[1], epi, x.dtype))
     return "triton" if choice == "tma" and _runnable(choice, x, weight) else choice
 
 
