@@ -34,6 +34,56 @@ ACTIVATIONS = _act.NAMES
 _SAME_AS = {name: a.kernel for name, a in _act.ACTIVATIONS.items() if a.kernel != name}
 
 
+@triton.jit
+def _grouped_tile(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of linear tile index `tile` in grouped order: GROUP_M row-tiles walk
+    down a column before moving right, so the weight and x tiles a group needs stay in L2."""
+    tiles_per_group = GROUP_M * tiles_n
+    first_m = (tile // tiles_per_group) * GROUP_M
+    rows_in_group = min(tiles_m - first_m, GROUP_M)
+    local = tile % tiles_per_group
+    return first_m + local % rows_in_group, local // rows_in_group
+
+
+@triton.jit
+def _dot_k_range(
+    x_ptr,
+    w_ptr,
+    rows_in,  # [BLOCK_M] int64 rows of x (edge tiles wrapped onto valid rows)
+    cols_in,  # [BLOCK_N] int64 rows of weight
+    k_start,
+    k_end,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
+    INPUT_PRECISION: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """fp32 [BLOCK_M, BLOCK_N] = x[rows_in, k_start:k_end] @ weight[cols_in, k_start:k_end]^T; only the
+    K tail is masked, and only when K is not a multiple of BLOCK_K (EVEN_K)."""
+    offs_k = tl.arange(0, BLOCK_K)  # [BLOCK_K]
+    x_ptrs = x_ptr + rows_in[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk  # [BLOCK_M, BLOCK_K]
+    w_ptrs = w_ptr + (k_start + offs_k)[:, None] * stride_wk + cols_in[None, :] * stride_wn  # [BLOCK_K, BLOCK_N]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(k_start, k_end, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            k_left = K - k
+            a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+    return acc
+
+
 @triton.jit(do_not_specialize=["M"])
 def _linear_fwd_kernel(
     x_ptr,
@@ -62,42 +112,32 @@ def _linear_fwd_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    # Grouped tile order: walk GROUP_M row-tiles down a column before moving right.
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    tiles_per_group = GROUP_M * tiles_n
-    group = pid // tiles_per_group
-    first_m = group * GROUP_M
-    rows_in_group = min(tiles_m - first_m, GROUP_M)
-    local = pid % tiles_per_group
-    pid_m = first_m + local % rows_in_group
-    pid_n = local // rows_in_group
-
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
-    offs_k = tl.arange(0, BLOCK_K)  # [BLOCK_K]
     # Wrap the edge tiles onto valid rows / columns: loads need no M / N mask, the store has one.
     # (No contiguity hints here: a wrapped index is not contiguous, and x or weight may be stored
     # with unit stride along M or N.)
     rows_in = (offs_m % M).to(tl.int64)
     cols_in = (offs_n % N).to(tl.int64)
-
-    x_ptrs = x_ptr + rows_in[:, None] * stride_xm + offs_k[None, :] * stride_xk  # [BLOCK_M, BLOCK_K]
-    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + cols_in[None, :] * stride_wn  # [BLOCK_K, BLOCK_N]
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, K, BLOCK_K):
-        if EVEN_K:
-            a = tl.load(x_ptrs)
-            b = tl.load(w_ptrs)
-        else:
-            k_left = K - k
-            a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-            b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        x_ptrs += BLOCK_K * stride_xk
-        w_ptrs += BLOCK_K * stride_wk
+    acc = _dot_k_range(
+        x_ptr,
+        w_ptr,
+        rows_in,
+        cols_in,
+        0,
+        K,
+        K,
+        stride_xm,
+        stride_xk,
+        stride_wn,
+        stride_wk,
+        INPUT_PRECISION,
+        EVEN_K,
+        BLOCK_M,
+        BLOCK_N,
+        BLOCK_K,
+    )
 
     # Epilogue in fp32: bias, activation, residual, then one store in the output dtype.
     _epilogue_store_tile(

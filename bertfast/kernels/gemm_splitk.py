@@ -28,7 +28,7 @@ from .. import activations as _act
 from . import _utils
 from ._configs import Config, ConfigTable, split_launch
 from .epilogue import _apply_activation
-from .gemm import check_linear_args, dtype_name, fit_smem
+from .gemm import _dot_k_range, check_linear_args, dtype_name, fit_smem
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -58,27 +58,29 @@ def _linear_splitk_partial_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
-    offs_k = tl.arange(0, BLOCK_K)  # [BLOCK_K]
     rows_in = (offs_m % M).to(tl.int64)  # edge tiles wrap onto valid rows / columns; the store masks
     cols_in = (offs_n % N).to(tl.int64)
 
     k_start = split * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    x_ptrs = x_ptr + rows_in[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk  # [BLOCK_M, BLOCK_K]
-    w_ptrs = w_ptr + (k_start + offs_k)[:, None] * stride_wk + cols_in[None, :] * stride_wn  # [BLOCK_K, BLOCK_N]
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(k_start, k_end, BLOCK_K):
-        if EVEN_K:
-            a = tl.load(x_ptrs)
-            b = tl.load(w_ptrs)
-        else:
-            k_left = K - k
-            a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-            b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        x_ptrs += BLOCK_K * stride_xk
-        w_ptrs += BLOCK_K * stride_wk
+    acc = _dot_k_range(
+        x_ptr,
+        w_ptr,
+        rows_in,
+        cols_in,
+        k_start,
+        k_end,
+        K,
+        stride_xm,
+        stride_xk,
+        stride_wn,
+        stride_wk,
+        INPUT_PRECISION,
+        EVEN_K,
+        BLOCK_M,
+        BLOCK_N,
+        BLOCK_K,
+    )
 
     # workspace [SPLIT_K, M, N], contiguous fp32
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]

@@ -30,7 +30,7 @@ from .. import activations as _act
 from . import _utils
 from ._configs import Config, ConfigTable, split_launch
 from .epilogue import _epilogue_store_tile
-from .gemm import check_linear_args, dtype_name, fit_smem
+from .gemm import _grouped_tile, check_linear_args, dtype_name, fit_smem
 from .gemm_splitk import num_sms
 
 
@@ -63,16 +63,11 @@ def _linear_tma_kernel(
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
-    tiles_per_group = GROUP_M * tiles_n
 
     for tile in range(tl.program_id(0), tiles_m * tiles_n, NUM_PROGRAMS):
-        # Grouped order: GROUP_M row-tiles walk down a column before moving right.
-        group = tile // tiles_per_group
-        first_m = group * GROUP_M
-        rows_in_group = min(tiles_m - first_m, GROUP_M)
-        local = tile % tiles_per_group
-        off_m = (first_m + local % rows_in_group) * BLOCK_M
-        off_n = (local // rows_in_group) * BLOCK_N
+        pid_m, pid_n = _grouped_tile(tile, tiles_m, tiles_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
 
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kk in range(0, k_tiles):
