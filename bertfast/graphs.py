@@ -122,6 +122,29 @@ def split_batch(lengths: list[int], max_tokens: int, max_seqs: int) -> list[tupl
     return parts
 
 
+# The largest bucket by default: 8192 tokens in 512 sequence slots (larger batches replay in parts).
+DEFAULT_MAX_TOKENS = 8192
+DEFAULT_MAX_SEQS = 512
+
+
+def check_options(
+    *,
+    memory_budget_mb: float | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_seqs: int = DEFAULT_MAX_SEQS,
+    longest: int | None = None,
+) -> None:
+    """The runner's limits, checked once wherever they come in (optimize, set_graph_options, the
+    runner): ints of at least one bucket, a positive budget or None, and room for the longest sequence."""
+    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
+        raise ValueError(f"memory_budget_mb must be a positive number or None, got {memory_budget_mb!r}")
+    for name, value, least in (("max_tokens", max_tokens, 16), ("max_seqs", max_seqs, 4)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    if longest is not None and max_tokens < longest:
+        raise ValueError(f"max_tokens ({max_tokens}) must hold the model's longest sequence ({longest} tokens)")
+
+
 # =============================================================================== capture and replay
 # Bumped whenever any module registers or replaces a parameter or a submodule, so graph runners
 # re-list theirs. The hooks are registered when the first runner is made, never at import.
@@ -245,19 +268,19 @@ class CudaGraphEncoder:
         bert: nn.Module,
         spec: Spec,
         *,
-        max_tokens: int = 8192,
-        max_seqs: int = 512,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_seqs: int = DEFAULT_MAX_SEQS,
         memory_budget_mb: float | None = None,
         replay: str = "cuda",
     ):
         if replay not in ("cuda", "eager"):
             raise ValueError(f"replay must be 'cuda' or 'eager', got {replay!r}")
-        if memory_budget_mb is not None and not memory_budget_mb > 0:
-            raise ValueError(f"memory_budget_mb must be positive or None, got {memory_budget_mb!r}")
-        if max_tokens < spec.max_position_embeddings:
-            raise ValueError(
-                f"max_tokens ({max_tokens}) must hold the longest sequence ({spec.max_position_embeddings} tokens)"
-            )
+        check_options(
+            memory_budget_mb=memory_budget_mb,
+            max_tokens=max_tokens,
+            max_seqs=max_seqs,
+            longest=spec.max_position_embeddings,
+        )
         _ensure_registration_hooks()
         self.bert = bert
         self.spec = spec
@@ -388,11 +411,11 @@ class CudaGraphEncoder:
         return bucket
 
     # ------------------------------------------------------------------ replay
-    def _replay(self, ids, types, positions, cu: list[int], device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One bucket: copy in, replay, copy out. cu: this part's (B + 1,) offsets from 0."""
+    def _replay(
+        self, ids, types, positions, cu: list[int], key: tuple[int, int, int], device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One bucket: copy in, replay, copy out. cu: this part's (B + 1,) offsets from 0; key: its bucket."""
         T, B = cu[-1], len(cu) - 1
-        lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
-        key = self.bucket_for(lengths)
         bucket = self._bucket(key, device)
         bucket.ids[:T].copy_(ids)
         bucket.ids[T:].fill_(self.pad_id)
@@ -408,17 +431,19 @@ class CudaGraphEncoder:
         # Copies: the static outputs belong to the bucket and are overwritten by its next replay.
         return hidden[:T].clone(), (pooled[:B].clone() if pooled is not None else None)
 
-    def _plan(self, lengths: list[int]) -> list[tuple[int, int]] | None:
-        """Runs of whole sequences [start, end) that each fit a bucket, in order; None when a single
-        sequence fits no bucket (possible only with very small max_seqs): the call then runs eagerly."""
-        if self.bucket_for(lengths):
-            return [(0, len(lengths))]
-        parts: list[tuple[int, int]] = []
+    def _plan(self, lengths: list[int]) -> list[tuple[int, int, tuple[int, int, int]]] | None:
+        """Runs of whole sequences [start, end) that each fit a bucket, in order, with that bucket; None
+        when a single sequence fits no bucket (only with very small max_seqs): the call then runs eagerly."""
+        key = self.bucket_for(lengths)
+        if key:
+            return [(0, len(lengths), key)]
+        parts: list[tuple[int, int, tuple[int, int, int]]] = []
         todo = list(reversed(split_batch(lengths, self.max_tokens, self.max_seqs)))
         while todo:
             s0, s1 = todo.pop()
-            if self.bucket_for(lengths[s0:s1]):
-                parts.append((s0, s1))
+            key = self.bucket_for(lengths[s0:s1])
+            if key:
+                parts.append((s0, s1, key))
             elif s1 - s0 == 1:
                 return None
             else:  # halve it: the left half first, so parts stay in order
@@ -435,10 +460,10 @@ class CudaGraphEncoder:
         if parts is None:
             return None
         outs = []
-        for s0, s1 in parts:
+        for s0, s1, key in parts:
             t0, t1 = cu_host[s0], cu_host[s1]
             cu = [c - t0 for c in cu_host[s0 : s1 + 1]]
-            outs.append(self._replay(ids[t0:t1], types[t0:t1], positions[t0:t1], cu, device))
+            outs.append(self._replay(ids[t0:t1], types[t0:t1], positions[t0:t1], cu, key, device))
         if len(outs) == 1:
             return outs[0]
         hidden = torch.cat([h for h, _ in outs])  # (T, H)

@@ -125,8 +125,7 @@ def optimize(
         raise TypeError(f"cuda_graphs must be a bool, got {type(cuda_graphs).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() takes a torch.nn.Module, got {type(model).__name__}")
-    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
-        raise ValueError(f"memory_budget_mb must be a positive number or None, got {memory_budget_mb!r}")
+    runtime.check_options(memory_budget_mb=memory_budget_mb)  # before anything is patched
     if isinstance(model, BertPreTrainedModel):
         model.set_backend(backend).set_cuda_graphs(cuda_graphs)
     else:

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import encoder
 from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec
-from .graphs import CudaGraphEncoder, power_of_two_buckets
+from .graphs import DEFAULT_MAX_SEQS, DEFAULT_MAX_TOKENS, CudaGraphEncoder, check_options, power_of_two_buckets
 from .modeling import BertModel
 from .tuning import device_cache, harvest, seed_device
 
@@ -65,27 +65,22 @@ def _encoders(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def set_graph_options(
-    model: nn.Module, *, memory_budget_mb: float | None = None, max_tokens: int = 8192, max_seqs: int = 512
+    model: nn.Module,
+    *,
+    memory_budget_mb: float | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_seqs: int = DEFAULT_MAX_SEQS,
 ) -> nn.Module:
     """CUDA-graph limits for every encoder in `model`: the largest bucket (`max_tokens`, `max_seqs`;
     larger batches replay in parts) and the memory the graphs may keep (least recently used buckets
     are evicted past it). Drops graphs captured under other options."""
-    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
-        raise ValueError(f"memory_budget_mb must be a positive number or None, got {memory_budget_mb!r}")
-    for name, value, least in (("max_tokens", max_tokens, 16), ("max_seqs", max_seqs, 4)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     encoders = _encoders(model)
+    limits = {"memory_budget_mb": memory_budget_mb, "max_tokens": max_tokens, "max_seqs": max_seqs}
+    check_options(**limits)
     for _, m in encoders:
-        longest = m.embeddings.position_embeddings.num_embeddings
-        if max_tokens < longest:
-            raise ValueError(f"max_tokens ({max_tokens}) must hold the model's longest sequence ({longest} tokens)")
+        check_options(**limits, longest=m.embeddings.position_embeddings.num_embeddings)
     for _, m in encoders:
-        m.__dict__[OPTIONS_ATTR] = {
-            "memory_budget_mb": memory_budget_mb,
-            "max_tokens": max_tokens,
-            "max_seqs": max_seqs,
-        }
+        m.__dict__[OPTIONS_ATTR] = dict(limits)
         m.__dict__.pop(RUNNER_ATTR, None)
     return model
 

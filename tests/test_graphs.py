@@ -334,7 +334,7 @@ def test_parts_that_fit_no_bucket_are_halved_and_a_lone_misfit_runs_eagerly():
     # 4 slots: two 33-token sequences need 2 + ceil(62 / 16) = 6 slots in 128 tokens, so that greedy part
     # is halved; a lone 70-token sequence needs 1 + ceil(58 / 16) = 5: no bucket, so it runs eagerly.
     model, runner = _eager_runner_model(config={"max_position_embeddings": 128}, max_tokens=128, max_seqs=4)
-    assert runner._plan([33, 33, 33]) == [(0, 1), (1, 2), (2, 3)]
+    assert [(s0, s1) for s0, s1, _ in runner._plan([33, 33, 33])] == [(0, 1), (1, 2), (2, 3)]
     assert runner._plan([70]) is None
     for seed, lengths in enumerate(([33, 33, 33], [70], [40, 3, 9])):
         ids, cu = _packed(lengths, model.config.vocab_size, 20 + seed)
