@@ -146,8 +146,12 @@ def optimize(
     return model
 
 
-def _patched(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if PATCH_ATTR in m.__dict__]
+def _patched(model: nn.Module, caller: str) -> list[nn.Module]:
+    """The patched encoders in `model`; TypeError naming `caller` when there are none."""
+    patched = [m for m in model.modules() if PATCH_ATTR in m.__dict__]
+    if not patched:
+        raise TypeError(f"{caller}() found no bertfast encoder in {type(model).__name__}: call optimize() first")
+    return patched
 
 
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
@@ -155,10 +159,7 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     ops.check_backend(backend)
     if isinstance(model, BertPreTrainedModel):
         return model.set_backend(backend)
-    patched = _patched(model)
-    if not patched:
-        raise TypeError(f"set_backend() found no bertfast encoder in {type(model).__name__}: call optimize() first")
-    for m in patched:
+    for m in _patched(model, "set_backend"):
         m.__dict__[PATCH_ATTR].backend = backend
     return model
 
@@ -169,10 +170,7 @@ def set_cuda_graphs(model: nn.Module, enabled: bool) -> nn.Module:
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
     if isinstance(model, BertPreTrainedModel):
         return model.set_cuda_graphs(enabled)
-    patched = _patched(model)
-    if not patched:
-        raise TypeError(f"set_cuda_graphs() found no bertfast encoder in {type(model).__name__}: call optimize() first")
-    for m in patched:
+    for m in _patched(model, "set_cuda_graphs"):
         m.__dict__[PATCH_ATTR].cuda_graphs = enabled
         if not enabled:
             m.__dict__.pop(RUNNER_ATTR, None)

@@ -127,31 +127,18 @@ def embed_layernorm(
         bias=bias,
     )
     eps = _utils.check_eps(eps)
-    device = _utils.check_devices(
-        _embed_layernorm_fwd_kernel,
-        input_ids=input_ids,
-        position_ids=position_ids,
-        token_type_ids=token_type_ids,
-        word_embeddings=word_embeddings,
-        position_embeddings=position_embeddings,
-        token_type_embeddings=token_type_embeddings,
-        weight=weight,
-        bias=bias,
-    )
-    out = _utils.check_out(
-        out,
-        (T, H),
-        word_embeddings.dtype,
-        device,
-        input_ids=input_ids,
-        position_ids=position_ids,
-        token_type_ids=token_type_ids,
-        word_embeddings=word_embeddings,
-        position_embeddings=position_embeddings,
-        token_type_embeddings=token_type_embeddings,
-        weight=weight,
-        bias=bias,
-    )
+    inputs = {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "token_type_ids": token_type_ids,
+        "word_embeddings": word_embeddings,
+        "position_embeddings": position_embeddings,
+        "token_type_embeddings": token_type_embeddings,
+        "weight": weight,
+        "bias": bias,
+    }
+    device = _utils.check_devices(_embed_layernorm_fwd_kernel, **inputs)
+    out = _utils.check_out(out, (T, H), word_embeddings.dtype, device, **inputs)
     if T == 0:
         return out
 
