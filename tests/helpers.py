@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import zlib
+
+import pytest
 import torch
+
+# Where the kernel tests run: CUDA when there is one, else the CPU under the Triton interpreter.
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+# The dtypes every kernel is tested in; the interpreter has no real bf16 arithmetic.
+KERNEL_DTYPES = [
+    torch.float32,
+    torch.float16,
+    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not CUDA, reason="bf16 needs CUDA")),
+]
+
+
+@pytest.fixture(autouse=True)
+def seed_from_test_id(request):
+    """Autouse where imported: fresh random data per test, reproducible from the test's id."""
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
 
 # Every tolerance the tests use lives here; docs/design.md ("Numerics", "Testing") says where they come from.
 

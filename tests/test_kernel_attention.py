@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 
 import pytest
 import torch
@@ -12,22 +11,19 @@ from bertfast.kernels import attention as attention_module
 from bertfast.kernels import interpreting, varlen_attention, varlen_attention_ref
 from bertfast.kernels._configs import autotuning
 
-from .helpers import FP64_ATOL, assert_close, assert_within_torch_error
+from .helpers import (
+    CUDA,
+    DEVICE,
+    FP64_ATOL,
+    KERNEL_DTYPES,
+    assert_close,
+    assert_within_torch_error,
+    seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+)
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-CUDA = torch.cuda.is_available()
-DTYPES = [
-    torch.float32,
-    torch.float16,
-    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not CUDA, reason="bf16 needs CUDA")),
-]
+DTYPES = KERNEL_DTYPES
 RAGGED = [1, 70, 5, 33]  # a single token, one longer than every interpreter block, odd lengths
 WITH_EMPTY = [0, 33, 0, 1, 70, 0, 0]  # empty sequences first, between and trailing (a CUDA-graph bucket)
-
-
-@pytest.fixture(autouse=True)
-def _seed(request):
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 def _cu(lengths):

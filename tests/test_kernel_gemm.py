@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,20 +10,16 @@ from bertfast.kernels import ACTIVATIONS, activation_ref, interpreting, linear, 
 from bertfast.kernels import gemm as gemm_module
 from bertfast.kernels._configs import from_triton
 
-from .helpers import assert_close, assert_within_torch_error
+from .helpers import (
+    CUDA,
+    DEVICE,
+    KERNEL_DTYPES,
+    assert_close,
+    assert_within_torch_error,
+    seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+)
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-CUDA = torch.cuda.is_available()
-DTYPES = [
-    torch.float32,
-    torch.float16,
-    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not CUDA, reason="bf16 needs CUDA")),
-]
-
-
-@pytest.fixture(autouse=True)
-def _seed(request):
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+DTYPES = KERNEL_DTYPES
 
 
 def _torch_activation(y, activation):

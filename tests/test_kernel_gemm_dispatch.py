@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import zlib
 
 import pytest
 import torch
@@ -14,16 +13,14 @@ import triton
 from bertfast.kernels import gemm, gemm_dispatch, gemm_splitk
 from bertfast.kernels.gemm_dispatch import CHOICES, ChoiceTable, linear, linear_residual_layernorm
 
-from .helpers import assert_within_torch_error
+from .helpers import (
+    CUDA,
+    assert_within_torch_error,
+    seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+)
 from .test_kernel_gemm import DEVICE, _check, _operands
 
-CUDA = torch.cuda.is_available()
 HOPPER = CUDA and torch.cuda.get_device_capability()[0] >= 9
-
-
-@pytest.fixture(autouse=True)
-def _seed(request):
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 def _choices(dtype):

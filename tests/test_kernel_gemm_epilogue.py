@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 
 from bertfast import activations
 from bertfast.kernels.epilogue import bias_activation, bias_activation_ref
 
-from .helpers import assert_within_torch_error
+from .helpers import (
+    DEVICE,
+    KERNEL_DTYPES,
+    assert_within_torch_error,
+    seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+)
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-CUDA = torch.cuda.is_available()
-DTYPES = [
-    torch.float32,
-    torch.float16,
-    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not CUDA, reason="bf16 needs CUDA")),
-]
-
-
-@pytest.fixture(autouse=True)
-def _seed(request):
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+DTYPES = KERNEL_DTYPES
 
 
 def _operands(T, N, dtype, with_bias=True, with_residual=False):

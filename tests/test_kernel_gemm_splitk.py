@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 
 from bertfast.kernels import gemm_splitk
 from bertfast.kernels.gemm_splitk import linear_splitk, splitk_plan
 
+from .helpers import (
+    CUDA,
+    seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+)
 from .test_kernel_gemm import DEVICE, _check, _operands
-
-CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture(autouse=True)
-def _seed(request):
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -7,7 +7,6 @@ shape with more than 4 tiles exercises the tile loop."""
 from __future__ import annotations
 
 import contextvars
-import zlib
 
 import pytest
 import torch
@@ -15,17 +14,15 @@ import torch
 from bertfast.kernels import gemm_tma
 from bertfast.kernels.gemm_tma import linear_tma
 
+from .helpers import (
+    CUDA,
+    seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+)
 from .test_kernel_gemm import DEVICE, _check, _operands
 
-CUDA = torch.cuda.is_available()
 HOPPER = CUDA and torch.cuda.get_device_capability()[0] >= 9
 DTYPES = [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not HOPPER, reason="bf16 on Hopper"))]
 pytestmark = pytest.mark.skipif(CUDA and not HOPPER, reason="tensor descriptors need sm_90 on a GPU")
-
-
-@pytest.fixture(autouse=True)
-def _seed(request):
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -3,27 +3,21 @@ against fp64 and torch's own error."""
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from bertfast.kernels import bias_residual_layernorm, bias_residual_layernorm_ref, layernorm, layernorm_ref
 
-from .helpers import assert_close, assert_within_torch_error
+from .helpers import (
+    DEVICE,
+    KERNEL_DTYPES,
+    assert_close,
+    assert_within_torch_error,
+    seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+)
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-DTYPES = [
-    torch.float32,
-    torch.float16,
-    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 needs CUDA")),
-]
-
-
-@pytest.fixture(autouse=True)
-def _seed(request):
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+DTYPES = KERNEL_DTYPES
 
 
 def _params(H, dtype):
