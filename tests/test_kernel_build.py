@@ -37,14 +37,25 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
         """
         import torch
         from bertfast.kernels import embed_layernorm, layernorm, linear, varlen_attention
+        from bertfast.kernels import gemm_dispatch
+        from bertfast.kernels.epilogue import bias_activation
+        from bertfast.kernels.gemm_splitk import linear_splitk
+        from bertfast.kernels.gemm_tma import linear_tma
         x, w, b = torch.randn(4, 48), torch.randn(48), torch.randn(48)
         ids = torch.arange(4)
+        w8, b8 = torch.randn(8, 48), torch.randn(8)
         calls = {
             "embed_layernorm": lambda: embed_layernorm(ids, ids, None, x, x, x, w, b, 1e-5),
             "layernorm": lambda: layernorm(x, w, b, 1e-5),
             "linear": lambda: linear(x, torch.randn(8, 48)),
             "varlen_attention": lambda: varlen_attention(
                 torch.randn(4, 96), torch.tensor([0, 4], dtype=torch.int32), 4, 2),
+            "bias_activation": lambda: bias_activation(x, None, "gelu"),
+            "linear_splitk": lambda: linear_splitk(x, w8, b8),
+            "linear_tma": lambda: linear_tma(x.half(), w8.half()),
+            "dispatch.linear": lambda: gemm_dispatch.linear(x, w8, b8),
+            "linear_residual_layernorm": lambda: gemm_dispatch.linear_residual_layernorm(
+                x, w8, b8, torch.randn(4, 8), torch.ones(8), torch.zeros(8), 1e-5),
         }
         for name, call in calls.items():
             try:
@@ -56,7 +67,18 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
                 raise AssertionError(name + " ran CPU tensors without the interpreter")
         """
     )
-    assert out.split() == ["ok", "embed_layernorm", "ok", "layernorm", "ok", "linear", "ok", "varlen_attention"]
+    expected = [
+        "embed_layernorm",
+        "layernorm",
+        "linear",
+        "varlen_attention",
+        "bias_activation",
+        "linear_splitk",
+        "linear_tma",
+        "dispatch.linear",
+        "linear_residual_layernorm",
+    ]
+    assert out.split() == [word for name in expected for word in ("ok", name)]
 
 
 def test_kernels_compile_for_hopper():

@@ -1,6 +1,7 @@
-"""The GEMM family outside the interpreter: a clear error on CPU tensors, and every config the
-heuristics can pick compiles for Hopper (sm_90, triton's bundled ptxas, no GPU needed) and fits one
-block's shared memory. Properties are checked, not the heuristics' formulas.
+"""The GEMM family outside the interpreter: every config the heuristics can pick compiles for Hopper
+(sm_90, triton's bundled ptxas, no GPU needed) and fits one block's shared memory (its clear error on
+CPU tensors is checked with the other launchers in test_kernel_build). Properties are checked, not
+the heuristics' formulas.
 
 Each check runs in a fresh interpreter with TRITON_INTERPRET unset (test_kernel_build._run)."""
 
@@ -10,41 +11,7 @@ import textwrap
 
 import pytest
 
-from .test_kernel_build import _run
-
-# Shared memory one block may use on sm_90 (H100 / H200): 227 KiB, the opt-in maximum.
-HOPPER_SMEM_PER_BLOCK = 227 * 1024
-
-
-def test_gemm_family_on_cpu_tensors_without_interpreter_raises_a_clear_error():
-    out = _run(
-        """
-        import torch
-        from bertfast.kernels.epilogue import bias_activation
-        from bertfast.kernels.gemm_dispatch import linear, linear_residual_layernorm
-        from bertfast.kernels.gemm_splitk import linear_splitk
-        from bertfast.kernels.gemm_tma import linear_tma
-        x, w, b = torch.randn(4, 48), torch.randn(8, 48), torch.randn(8)
-        calls = {
-            "bias_activation": lambda: bias_activation(x, None, "gelu"),
-            "linear_splitk": lambda: linear_splitk(x, w, b),
-            "linear_tma": lambda: linear_tma(x.half(), w.half()),
-            "dispatch.linear": lambda: linear(x, w, b),
-            "linear_residual_layernorm": lambda: linear_residual_layernorm(
-                x, w, b, torch.randn(4, 8), torch.ones(8), torch.zeros(8), 1e-5),
-        }
-        for name, call in calls.items():
-            try:
-                call()
-            except RuntimeError as e:
-                assert "TRITON_INTERPRET=1" in str(e), (name, str(e))
-                print("ok", name)
-            else:
-                raise AssertionError(name + " ran CPU tensors without the interpreter")
-        """
-    )
-    assert out.split().count("ok") == 5, out
-
+from .test_kernel_build import HOPPER_SMEM_PER_BLOCK, _run
 
 _BUILD = """
 import triton
