@@ -36,7 +36,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -220,31 +220,19 @@ class _Bucket:
     positions: torch.Tensor  # (T_b,)
     cu_seqlens: torch.Tensor  # (B_b + 1,) int32
     nbytes: int = 0  # device memory this bucket accounts for (static buffers, outputs, pool growth)
+    capture_s: float = 0.0  # how long its capture took
 
 
 @dataclass
 class GraphStats:
-    captured: dict[tuple[int, int, int], float] = field(default_factory=dict)  # live bucket -> capture s
+    """Counters over the runner's life; what the live buckets hold is read off them (`stats_dict`)."""
+
     calls: int = 0  # calls served by this runner
     replays: int = 0  # graph replays (a call split into parts replays several)
     hits: int = 0  # replays of a bucket already captured
     misses: int = 0  # captures
     evictions: int = 0  # buckets dropped for the memory budget
     fallbacks: int = 0  # calls that ran eagerly instead
-    memory_bytes: int = 0  # what the live buckets account for (never negative)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "buckets": {f"{t}x{b}x{s}": round(sec, 3) for (t, b, s), sec in self.captured.items()},
-            "calls": self.calls,
-            "replays": self.replays,
-            "hits": self.hits,
-            "misses": self.misses,
-            "evictions": self.evictions,
-            "fallbacks": self.fallbacks,
-            "replay_rate": (self.calls - self.fallbacks) / self.calls if self.calls else None,
-            "memory_mb": self.memory_bytes / 2**20,
-        }
 
 
 def _no_runner() -> None:
@@ -313,6 +301,31 @@ class CudaGraphEncoder:
         structure = (tuple(map(id, self.bert.encoder.layer)), id(getattr(self.bert, "pooler", None)))
         return structure, tuple(map(id, self._params)), [(p.data_ptr(), _version(p)) for p in self._params]
 
+    @property
+    def captured(self) -> dict[tuple[int, int, int], float]:
+        """Capture seconds of each live bucket, least recently used first."""
+        return {key: b.capture_s for key, b in self.buckets.items()}
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the live buckets account for (never negative)."""
+        return sum(b.nbytes for b in self.buckets.values())
+
+    def stats_dict(self) -> dict[str, Any]:
+        """The counters, the live buckets and their memory, the replay rate: what graph_stats() reports."""
+        st = self.stats
+        return {
+            "buckets": {f"{t}x{b}x{s}": round(sec, 3) for (t, b, s), sec in self.captured.items()},
+            "calls": st.calls,
+            "replays": st.replays,
+            "hits": st.hits,
+            "misses": st.misses,
+            "evictions": st.evictions,
+            "fallbacks": st.fallbacks,
+            "replay_rate": (st.calls - st.fallbacks) / st.calls if st.calls else None,
+            "memory_mb": self.memory_bytes / 2**20,
+        }
+
     def reset(self) -> None:
         """Drop every graph and its memory pool (counters are kept)."""
         with self._lock:
@@ -320,8 +333,6 @@ class CudaGraphEncoder:
 
     def _drop_all(self) -> None:
         self.buckets.clear()
-        self.stats.captured.clear()
-        self.stats.memory_bytes = 0
         self.pool = None
 
     @property
@@ -383,19 +394,16 @@ class CudaGraphEncoder:
             torch.cuda.synchronize(device)
             grown = torch.cuda.memory_reserved(device) - before  # may be < 0 if others freed memory meanwhile
         bucket.nbytes = max(static, grown)
-        self.stats.captured[key] = time.perf_counter() - t0
+        bucket.capture_s = time.perf_counter() - t0
         self.stats.misses += 1
-        self.stats.memory_bytes += bucket.nbytes
         return bucket
 
     def _evict_for_budget(self, keep: tuple[int, int, int]) -> None:
         if self.budget_bytes is None:
             return
-        while self.stats.memory_bytes > self.budget_bytes and len(self.buckets) > 1:
+        while self.memory_bytes > self.budget_bytes and len(self.buckets) > 1:
             key = next(k for k in self.buckets if k != keep)  # the least recently used other bucket
-            old = self.buckets.pop(key)
-            self.stats.memory_bytes -= old.nbytes
-            self.stats.captured.pop(key, None)
+            del self.buckets[key]
             self.stats.evictions += 1
         if len(self.buckets) == 0:
             self.pool = None

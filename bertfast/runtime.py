@@ -105,7 +105,7 @@ def graph_stats(model: nn.Module) -> dict[str, dict]:
     for name, m in model.named_modules():
         runner = m.__dict__.get(RUNNER_ATTR)
         if runner is not None:
-            out[name or "."] = runner.stats.as_dict()
+            out[name or "."] = runner.stats_dict()
     return out
 
 
@@ -233,7 +233,7 @@ def tune(
     cache = device_cache(dev)
     cache.load()
     harvest(cache)
-    stats = graph_runner(model, model.spec, dev).stats.as_dict()
+    stats = graph_runner(model, model.spec, dev).stats_dict()
     rows.append({"cache": str(cache.save()), **written, "graph_memory_mb": round(stats["memory_mb"], 1)})
     return rows
 

@@ -96,7 +96,7 @@ def test_cuda_graph_replay_is_bit_identical_to_eager_bucket_run():
             ref = model.set_cuda_graphs(False).forward_packed(ids, torch.tensor(cu, dtype=torch.int32).cuda())
         assert torch.equal(h1, h2) and torch.equal(p1, p2), f"lengths {lengths}"
         assert (h1.float() - ref.last_hidden_state.float()).abs().max().item() < GRAPH_FP16_ATOL
-    stats = graphs.stats.as_dict()
+    stats = graphs.stats_dict()
     assert stats["calls"] == 5 and stats["fallbacks"] == 0 and stats["replays"] >= 6 and stats["memory_mb"] > 0
 
 

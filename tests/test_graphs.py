@@ -186,8 +186,8 @@ def test_graph_replay_equals_eager_packed_path_for_batches_in_one_bucket():
         assert_close(graphed.last_hidden_state, eager.last_hidden_state, ATOL[torch.float32], f"lengths {lengths}")
         assert_close(graphed.pooler_output, eager.pooler_output, ATOL[torch.float32], f"pooled, lengths {lengths}")
     # (64 tokens, 8 slots) and the longest sequence rounded up: 64, 32, 16, 32 (a hit)
-    assert sorted(runner.stats.captured) == [(64, 8, 16), (64, 8, 32), (64, 8, 64)]
-    stats = runner.stats.as_dict()
+    assert sorted(runner.captured) == [(64, 8, 16), (64, 8, 32), (64, 8, 64)]
+    stats = runner.stats_dict()
     assert (stats["calls"], stats["replays"], stats["misses"], stats["hits"], stats["fallbacks"]) == (4, 4, 3, 1, 0)
 
 
@@ -201,7 +201,7 @@ def test_batches_larger_than_every_bucket_replay_in_parts():
     # Rows fall at other offsets within the GEMM tiles than in one launch: equal to rounding, not bits.
     assert_close(graphed.last_hidden_state, eager.last_hidden_state, ATOL[torch.float32], "hidden")
     assert_close(graphed.pooler_output, eager.pooler_output, ATOL[torch.float32], "pooled")
-    stats = runner.stats.as_dict()
+    stats = runner.stats_dict()
     assert stats["calls"] == 1 and stats["replays"] >= 3 and stats["fallbacks"] == 0 and stats["replay_rate"] == 1.0
 
 
@@ -213,7 +213,7 @@ def test_least_recently_used_buckets_are_evicted_past_the_budget():
         with torch.no_grad():
             model.forward_packed(ids, cu)
     size = {key: bucket.nbytes for key, bucket in runner.buckets.items()}
-    assert runner.stats.evictions == 0 and runner.stats.memory_bytes == sum(size.values())
+    assert runner.stats.evictions == 0 and runner.memory_bytes == sum(size.values())
     # Room for the first two buckets, not for the third as well: capturing it evicts the least recently
     # used one (32x4x32: 16x4x16 was used after it).
     budget = size[(16, 4, 16)] + size[(32, 4, 32)] + 1
@@ -227,9 +227,9 @@ def test_least_recently_used_buckets_are_evicted_past_the_budget():
     assert (stats.misses, stats.hits) == (3, 1)
     assert stats.evictions >= 1 and (32, 4, 32) not in runner.buckets, "the least recently used went first"
     assert (64, 4, 64) in runner.buckets
-    assert stats.memory_bytes <= budget or len(runner.buckets) == 1
-    assert 0 < stats.memory_bytes == sum(b.nbytes for b in runner.buckets.values())
-    assert list(stats.captured) == list(runner.buckets)
+    assert runner.memory_bytes <= budget or len(runner.buckets) == 1
+    assert 0 < runner.memory_bytes == sum(b.nbytes for b in runner.buckets.values())
+    assert list(runner.captured) == list(runner.buckets)
 
 
 def test_graph_stats_report_counts_and_memory_never_negative():
