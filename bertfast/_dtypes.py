@@ -20,6 +20,7 @@ DTYPE_ALIASES: dict[str, torch.dtype] = {
 }
 DTYPE_NAMES: tuple[str, ...] = tuple(DTYPE_ALIASES)
 _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
+_NAMES = {d: str(d).removeprefix("torch.") for d in _SUPPORTED}
 
 
 def parse_dtype(name: str | torch.dtype, *, arg: str = "dtype") -> torch.dtype:
@@ -38,5 +39,6 @@ def parse_dtype(name: str | torch.dtype, *, arg: str = "dtype") -> torch.dtype:
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """The canonical short name: 'float32', 'float16' or 'bfloat16'."""
-    return str(parse_dtype(dtype)).removeprefix("torch.")
+    """The canonical short name: 'float32', 'float16' or 'bfloat16' (one dict lookup: launchers key on it)."""
+    name = _NAMES.get(dtype)
+    return name if name is not None else _NAMES[parse_dtype(dtype)]
