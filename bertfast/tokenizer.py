@@ -8,6 +8,8 @@ Results match transformers' `BertTokenizerFast` (huggingface `tokenizers`: BertN
 BertPreTokenizer, WordPiece, BERT's [CLS]/[SEP] template, longest_first truncation, padding) id for
 id, offset for offset; tests/test_tokenizer.py checks that on a large multilingual corpus and on every
 assigned BMP code point. Batches are tokenized in C++ on several threads with the GIL released.
+transformers' conventions this class follows (what the folder's files mean, how padding and truncation
+resolve, the return containers, decode's cleanup) are in tokenizer_conventions.py.
 
 Known differences from the reference (each one a case where the reference fails or is odd):
   * a str holding a lone surrogate raises ValueError naming the argument and index (the reference
@@ -24,101 +26,26 @@ Known differences from the reference (each one a case where the reference fails 
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import json
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _wordpiece
+from .tokenizer_conventions import (
+    LARGE_INTEGER,
+    VERY_LARGE_INTEGER,
+    batch_outputs,
+    check_length,
+    clean_up_tokenization,
+    pretrained_arguments,
+    read_vocab,
+    resolve_strategy,
+    wordpiece_cleanup,
+)
 
-__all__ = ["Tokenizer"]
-
-# transformers' "no limit" model_max_length (VERY_LARGE_INTEGER) and its threshold (LARGE_INTEGER).
-VERY_LARGE_INTEGER = int(1e30)
-LARGE_INTEGER = int(1e20)
-
-_TRUNCATION = {"longest_first": 1, "only_first": 2, "only_second": 3, "do_not_truncate": 0}
-_PADDING = {"longest": 1, "max_length": 2, "do_not_pad": 0}
-_SPECIAL_NAMES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-
-
-def _token_content(value: Any) -> str | None:
-    """A special token from a config: a string or an AddedToken dict ({"content": ...})."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    raise ValueError(f"cannot read a special token from {value!r}")
-
-
-def _check_length(name: str, value: Any, minimum: int = 0) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _wordpiece_cleanup(token: str) -> str:
-    # tokenizers' WordPiece decoder cleans each token (with its leading space) this way.
-    return (
-        token.replace(" .", ".")
-        .replace(" ?", "?")
-        .replace(" !", "!")
-        .replace(" ,", ",")
-        .replace(" ' ", "'")
-        .replace(" n't", "n't")
-        .replace(" 'm", "'m")
-        .replace(" do not", " don't")
-        .replace(" 's", "'s")
-        .replace(" 've", "'ve")
-        .replace(" 're", "'re")
-    )
-
-
-def _clean_up_tokenization(text: str) -> str:
-    # transformers' clean_up_tokenization (applied when clean_up_tokenization_spaces is on).
-    return (
-        text.replace(" .", ".")
-        .replace(" ?", "?")
-        .replace(" !", "!")
-        .replace(" ,", ",")
-        .replace(" ' ", "'")
-        .replace(" n't", "n't")
-        .replace(" 'm", "'m")
-        .replace(" 's", "'s")
-        .replace(" 've", "'ve")
-        .replace(" 're", "'re")
-    )
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector while building many small lists that cannot form cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def read_vocab(vocab_file: str | os.PathLike) -> list[str]:
-    """One token per line; line i is id i (a trailing newline, or \\r\\n line ends, are not part of tokens)."""
-    with open(vocab_file, encoding="utf-8") as f:
-        text = f.read()
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+__all__ = ["Tokenizer", "read_vocab"]
 
 
 class Tokenizer:
@@ -164,13 +91,13 @@ class Tokenizer:
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
         self.model_max_length = (
-            VERY_LARGE_INTEGER if model_max_length is None else _check_length("model_max_length", model_max_length)
+            VERY_LARGE_INTEGER if model_max_length is None else check_length("model_max_length", model_max_length)
         )
-        self.max_input_chars_per_word = _check_length("max_input_chars_per_word", max_input_chars_per_word, 1)
+        self.max_input_chars_per_word = check_length("max_input_chars_per_word", max_input_chars_per_word, 1)
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         if num_threads is None:
             num_threads = int(os.environ.get("BERTFAST_NUM_THREADS", "0") or 0)
-        self.num_threads = _check_length("num_threads", num_threads)
+        self.num_threads = check_length("num_threads", num_threads)
 
         self._vocab: dict[str, int] = {}
         for i, tok in enumerate(vocab):
@@ -227,37 +154,7 @@ class Tokenizer:
 
         Keyword arguments override what the files say (e.g. do_lower_case=False).
         """
-        root = Path(model_dir)
-        vocab_file = root / "vocab.txt"
-        if not vocab_file.is_file():
-            raise FileNotFoundError(f"{vocab_file} not found (model_dir must hold a WordPiece vocab.txt)")
-        cfg: dict[str, Any] = {}
-        for name in ("tokenizer_config.json", "special_tokens_map.json"):
-            path = root / name
-            if path.is_file():
-                with open(path, encoding="utf-8") as f:
-                    cfg.update(json.load(f))
-        kwargs: dict[str, Any] = {}
-        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "clean_up_tokenization_spaces"):
-            if key in cfg:
-                kwargs[key] = cfg[key]
-        if cfg.get("model_max_length") is not None:
-            mml = int(cfg["model_max_length"])
-            kwargs["model_max_length"] = None if mml > LARGE_INTEGER else mml
-        for name in _SPECIAL_NAMES:
-            if cfg.get(name) is not None:
-                kwargs[name] = _token_content(cfg[name])
-        extra = [_token_content(t) for t in cfg.get("additional_special_tokens") or []]
-        for entry in (cfg.get("added_tokens_decoder") or {}).values():
-            if isinstance(entry, dict) and entry.get("special", True) and isinstance(entry.get("content"), str):
-                extra.append(entry["content"])
-        main = {
-            kwargs.get(name, default)
-            for name, default in zip(_SPECIAL_NAMES, ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"))
-        }
-        extra = [t for t in dict.fromkeys(extra) if t not in main]
-        if extra:
-            kwargs["additional_special_tokens"] = extra
+        vocab_file, kwargs = pretrained_arguments(model_dir)
         kwargs.update(overrides)
         return cls(vocab_file, **kwargs)
 
@@ -305,49 +202,6 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encoding
 
-    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
-        """transformers' _get_padding_truncation_strategies, returning the engine's integer codes."""
-        max_length = _check_length("max_length", max_length)
-        pad_to_multiple_of = _check_length("pad_to_multiple_of", pad_to_multiple_of)
-        if max_length is not None and padding is False and truncation is None:
-            truncation = "longest_first"  # transformers: max_length alone turns truncation on
-        if padding is True:
-            pad = 1
-        elif padding is False or padding is None:
-            pad = 0
-        elif isinstance(padding, str) and padding in _PADDING:
-            pad = _PADDING[padding]
-        else:
-            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-        if truncation is True:
-            trunc = 1
-        elif truncation is False or truncation is None:
-            trunc = 0
-        elif isinstance(truncation, str) and truncation in _TRUNCATION:
-            trunc = _TRUNCATION[truncation]
-        else:
-            raise ValueError(
-                "truncation must be True, False, None, 'longest_first', 'only_first', 'only_second' "
-                f"or 'do_not_truncate', got {truncation!r}"
-            )
-        if max_length is None:
-            if pad == 2:
-                if self.model_max_length > LARGE_INTEGER:
-                    pad = 0
-                else:
-                    max_length = self.model_max_length
-            if trunc:
-                if self.model_max_length > LARGE_INTEGER:
-                    trunc = 0
-                else:
-                    max_length = self.model_max_length
-        if trunc and pad and pad_to_multiple_of and max_length is not None and max_length % pad_to_multiple_of:
-            raise ValueError(
-                f"Truncation and padding are both activated but truncation length ({max_length}) is "
-                f"not a multiple of pad_to_multiple_of ({pad_to_multiple_of})."
-            )
-        return pad, trunc, (max_length or 0), (pad_to_multiple_of or 0)
-
     def __call__(
         self,
         text: str | Sequence[str],
@@ -372,109 +226,66 @@ class Tokenizer:
         """
         if return_tensors not in (None, "np", "pt"):
             raise ValueError(f"return_tensors must be None, 'np' or 'pt', got {return_tensors!r}")
-        pad, trunc, max_len, multiple = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
-        want_types = return_token_type_ids is not False
-        want_mask = return_attention_mask is not False
-        if isinstance(text, str):
-            if text_pair is not None and not isinstance(text_pair, str):
-                raise TypeError(f"text_pair must be a str when text is a str, got {type(text_pair).__name__}")
-            if return_tensors is None:
-                ids, types, mask, offsets = self._core.encode_single(
-                    text,
-                    text_pair,
-                    add_special_tokens,
-                    self.cls_token_id,
-                    self.sep_token_id,
-                    self.pad_token_id,
-                    trunc,
-                    max_len,
-                    pad,
-                    max_len,
-                    multiple,
-                    return_offsets_mapping,
-                )
-                out = {"input_ids": ids}
-                if want_types:
-                    out["token_type_ids"] = types
-                if want_mask:
-                    out["attention_mask"] = mask
-                if return_offsets_mapping:
-                    out["offset_mapping"] = offsets
-                return out
-            texts, pairs = (text,), (None if text_pair is None else (text_pair,))
-        elif isinstance(text, (list, tuple)):
-            texts = text
-            if text_pair is None:
-                pairs = None
-            elif isinstance(text_pair, (list, tuple)):
-                if len(text_pair) != len(text):
-                    raise ValueError(
-                        f"batch length of `text`: {len(text)} does not match batch length of "
-                        f"`text_pair`: {len(text_pair)}."
-                    )
-                pairs = text_pair
-            else:
-                raise TypeError(f"text_pair must be a list of str when text is a list, got {type(text_pair).__name__}")
-        else:
-            raise TypeError(f"text must be a str or a list/tuple of str, got {type(text).__name__}")
-
+        strategy = resolve_strategy(padding, truncation, max_length, pad_to_multiple_of, self.model_max_length)
+        keys = ["input_ids"]
+        if return_token_type_ids is not False:
+            keys.append("token_type_ids")
+        if return_attention_mask is not False:
+            keys.append("attention_mask")
+        if return_offsets_mapping:
+            keys.append("offset_mapping")
+        texts, pairs = self._batch_of(text, text_pair)
+        if isinstance(text, str) and return_tensors is None:  # one text: flat lists, no batch
+            ids, types, mask, offsets = self._core.encode_single(
+                text,
+                text_pair,
+                add_special_tokens,
+                *self._template_ids(),
+                *self._engine_codes(strategy),
+                return_offsets_mapping,
+            )
+            found = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "offset_mapping": offsets}
+            return {k: found[k] for k in keys}
         res = self._core.encode_batch(
             texts,
             pairs,
             add_special_tokens,
-            self.cls_token_id,
-            self.sep_token_id,
-            self.pad_token_id,
-            trunc,
-            max_len,
-            pad,
-            max_len,
-            multiple,
+            *self._template_ids(),
+            *self._engine_codes(strategy),
             return_offsets_mapping,
-            want_mask,
+            "attention_mask" in keys,
             False,
             self.num_threads,
         )
-        keys = (
-            ["input_ids"]
-            + (["token_type_ids"] if want_types else [])
-            + (["attention_mask"] if want_mask else [])
-            + (["offset_mapping"] if return_offsets_mapping else [])
-        )
-        if "cu_seqlens" in res:  # rows of different lengths
-            cu = res["cu_seqlens"]
-            if return_tensors == "pt":
-                raise ValueError(
-                    "padding: the rows have different lengths and cannot form one tensor; "
-                    "pass padding=True (or 'max_length' with truncation) with return_tensors='pt'"
-                )
-            if return_tensors == "np":  # as transformers: a 1-D object array of int64 rows
-                bounds = cu.tolist()
-                out = {}
-                for k in keys:
-                    col = np.empty(len(bounds) - 1, dtype=object)
-                    for i in range(len(bounds) - 1):
-                        col[i] = res[k][bounds[i] : bounds[i + 1]]
-                    out[k] = col
-                return out
-        elif return_tensors is None:
-            rows, width = res["input_ids"].shape
-            cu = np.arange(0, rows * width + 1, max(width, 1), dtype=np.int64)[: rows + 1]
-        if return_tensors is None:
-            with _gc_paused():  # millions of new lists would otherwise set off the cyclic GC again and again
-                return {
-                    k: _wordpiece.split_rows(
-                        res[k].reshape(-1, 2) if k == "offset_mapping" else res[k].reshape(-1),
-                        cu,
-                        k == "offset_mapping",
-                    )
-                    for k in keys
-                }
-        if return_tensors == "pt":
-            import torch
+        return batch_outputs(res, keys, return_tensors)
 
-            return {k: torch.from_numpy(res[k]) for k in keys}
-        return {k: res[k] for k in keys}
+    def _template_ids(self) -> tuple[int, int, int]:
+        """The ids the engine's [CLS] ... [SEP] template and padding write."""
+        return self.cls_token_id, self.sep_token_id, self.pad_token_id
+
+    @staticmethod
+    def _engine_codes(s) -> tuple[int, int, int, int, int]:
+        """A Strategy as the engine's argument order: truncation, its length, padding, its length, multiple."""
+        return s.trunc, s.max_length, s.pad, s.max_length, s.multiple
+
+    @staticmethod
+    def _batch_of(text, text_pair) -> tuple[Sequence[str], Sequence[str] | None]:
+        """(texts, pairs) of a call: one text is a batch of one; pairs must match the texts' form and length."""
+        if isinstance(text, str):
+            if text_pair is not None and not isinstance(text_pair, str):
+                raise TypeError(f"text_pair must be a str when text is a str, got {type(text_pair).__name__}")
+            return (text,), (None if text_pair is None else (text_pair,))
+        if not isinstance(text, (list, tuple)):
+            raise TypeError(f"text must be a str or a list/tuple of str, got {type(text).__name__}")
+        if text_pair is None:
+            return text, None
+        if not isinstance(text_pair, (list, tuple)):
+            raise TypeError(f"text_pair must be a list of str when text is a list, got {type(text_pair).__name__}")
+        if len(text_pair) != len(text):
+            raise ValueError(
+                f"batch length of `text`: {len(text)} does not match batch length of `text_pair`: {len(text_pair)}."
+            )
+        return text, text_pair
 
     def encode(
         self,
@@ -520,7 +331,7 @@ class Tokenizer:
         """
         if return_tensors not in ("np", "pt"):
             raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
-        max_length = _check_length("max_length", max_length)
+        max_length = check_length("max_length", max_length)
         if max_length is None:
             max_length = self.model_max_length if self.model_max_length <= LARGE_INTEGER else None
         if isinstance(texts, str):
@@ -537,9 +348,7 @@ class Tokenizer:
             texts,
             text_pair,
             add_special_tokens,
-            self.cls_token_id,
-            self.sep_token_id,
-            self.pad_token_id,
+            *self._template_ids(),
             0 if max_length is None else 1,
             max_length or 0,
             0,
@@ -587,11 +396,11 @@ class Tokenizer:
             tok = table[i]
             if pieces:
                 tok = tok[2:] if tok.startswith("##") else " " + tok
-            pieces.append(_wordpiece_cleanup(tok))
+            pieces.append(wordpiece_cleanup(tok))
         text = "".join(pieces)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        return _clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+        return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def batch_decode(
         self, sequences, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
