@@ -19,6 +19,9 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Keys that old checkpoints carry which are not parameters of the model.
 _DROPPED = re.compile(r"(^|\.)embeddings\.position_ids$")
 
+# How many keys of each kind (missing, unexpected, mis-shaped) a loading error names before counting the rest.
+LISTED_KEYS = 5
+
 
 class CheckpointError(ValueError):
     """A weights file that is missing, malformed, or does not fit the model."""
@@ -68,10 +71,18 @@ def normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _first_few(items: list[str], shown: int = LISTED_KEYS) -> str:
+    """The first `shown` items and a count of the rest: a checkpoint of another model would otherwise
+    print every one of its hundreds of keys on one line."""
+    head = ", ".join(items[:shown])
+    return head if len(items) <= shown else f"{head}, ... and {len(items) - shown} more"
+
+
 def load_strict(model, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load `state` into a bertfast model strictly: every parameter must come from the checkpoint (or
     belong to a fresh task head, initialized as BERT does and listed in `model.newly_initialized_keys`),
-    nothing unknown may be left over, and every shape must match. Errors list all offending keys.
+    nothing unknown may be left over, and every shape must match. Errors name the first LISTED_KEYS
+    offending keys of each kind and count the rest.
 
     The model says what it expects through `_expected_keys()`, `_tied_keys()`, `base_prefix` ("" or
     "bert.") and `head_prefixes`; another task's head in the checkpoint is skipped.
@@ -118,14 +129,16 @@ def load_strict(model, state: dict[str, torch.Tensor], source: str = "checkpoint
         hint = ""
         if any(k.endswith("pooler.dense.weight") for k in missing):
             hint = " (a checkpoint without a pooler loads with add_pooling_layer=False)"
-        errors.append(f"missing keys{hint}: {', '.join(missing)}")
+        errors.append(f"missing keys{hint}: {_first_few(missing)}")
     if unexpected:
-        errors.append(f"unexpected keys: {', '.join(unexpected)}")
-    for name, value in mapped.items():
-        if tuple(value.shape) != tuple(expected[name].shape):
-            errors.append(
-                f"shape mismatch for {name}: checkpoint {tuple(value.shape)}, model {tuple(expected[name].shape)}"
-            )
+        errors.append(f"unexpected keys: {_first_few(unexpected)}")
+    mismatched = [
+        f"{name} (checkpoint {tuple(value.shape)}, model {tuple(expected[name].shape)})"
+        for name, value in mapped.items()
+        if tuple(value.shape) != tuple(expected[name].shape)
+    ]
+    if mismatched:
+        errors.append(f"shape mismatch for {_first_few(mismatched)}")
     if errors:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(errors))
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 import bertfast
-from bertfast.checkpoint import CheckpointError
+from bertfast.checkpoint import LISTED_KEYS, CheckpointError
 from bertfast.config import BertConfig, ConfigError
 
 from .helpers import assert_close
@@ -67,6 +68,30 @@ def test_missing_unexpected_and_mismatched_keys_are_listed(tmp_path, source):
     assert "missing keys: encoder.layer.1.output.dense.weight" in msg
     assert "unexpected keys: encoder.layer.0.attention.self.rotary.weight" in msg
     assert "shape mismatch for embeddings.word_embeddings.weight" in msg
+
+
+def test_long_key_lists_name_the_first_few_and_count_the_rest(tmp_path, source):
+    """Another model's checkpoint: hundreds of offending keys must not print as one endless line."""
+    params = source.state_dict()
+    names = sorted(params)
+    gone, reshaped = names[: len(names) // 3], names[len(names) // 3 :]
+    state = {k: torch.randn(*(n + 1 for n in params[k].shape)) for k in reshaped}
+    extra = [f"encoder.layer.{i}.attention.self.rotary.weight" for i in range(LISTED_KEYS + 4)]
+    state.update({k: torch.randn(3) for k in extra})
+    with pytest.raises(CheckpointError) as err:
+        bertfast.BertModel.from_pretrained(write_model(tmp_path, state))
+    msg = str(err.value)
+    sections = msg.split(" does not fit BertModel: ", 1)[1].split("; ")
+    for kind, keys in (("missing keys: ", gone), ("unexpected keys: ", extra), ("shape mismatch for ", reshaped)):
+        (part,) = [s.removeprefix(kind) for s in sections if s.startswith(kind)]
+        assert part.endswith(f", ... and {len(keys) - LISTED_KEYS} more"), (kind, part)
+        listed = re.findall(r"[\w.]+\.(?:weight|bias)", part)
+        assert len(listed) == LISTED_KEYS and set(listed) <= set(keys), (kind, listed)
+    for name, got, want in re.findall(r"([\w.]+) \(checkpoint \(([\d, ]+)\), model \(([\d, ]+)\)\)", msg):
+        assert tuple(int(n) for n in re.findall(r"\d+", want)) == tuple(params[name].shape)
+        assert tuple(int(n) for n in re.findall(r"\d+", got)) == tuple(n + 1 for n in params[name].shape)
+    assert len(re.findall(r"\(checkpoint \(", msg)) == LISTED_KEYS
+    assert len(msg) < 200 * 3 * LISTED_KEYS
 
 
 def test_pooler_kept_when_present_and_required_when_asked(tmp_path, source):
