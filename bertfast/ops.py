@@ -100,22 +100,28 @@ def embed_layernorm(
     backend: str,
     input_ids: torch.Tensor | None,  # (T,)
     position_ids: torch.Tensor,  # (T,)
-    token_type_ids: torch.Tensor,  # (T,)
-    word: torch.Tensor,  # (V, H)
-    position: torch.Tensor,  # (P, H)
-    token_type: torch.Tensor,  # (Tt, H)
+    token_type_ids: torch.Tensor | None,  # (T,); None: type 0 for every token (or no token types)
+    word: torch.Tensor,  # (V, E)
+    position: torch.Tensor,  # (P, E)
+    token_type: torch.Tensor | None,  # (Tt, E); None for families without token types
     weight: torch.Tensor,
     bias: torch.Tensor,
     eps: float,
-    inputs_embeds: torch.Tensor | None = None,  # (T, H), instead of input_ids
+    inputs_embeds: torch.Tensor | None = None,  # (T, E), instead of input_ids
     padding_idx: int | None = None,  # the word row that gets no gradient (nn.Embedding's padding_idx)
 ) -> torch.Tensor:
+    """LayerNorm(word[input_ids] + token_type[token_type_ids] + position[position_ids]) -> (T, E)."""
     if backend == "triton" and inputs_embeds is None:
-        return _kernels().embed_layernorm(
-            input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps
-        )
-    x = F.embedding(input_ids, word, padding_idx) if inputs_embeds is None else inputs_embeds  # (T, H)
-    x = x + token_type[token_type_ids] + position[position_ids]  # (T, H), HF's order of the sums
+        if token_type is not None:
+            return _kernels().embed_layernorm(
+                input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps
+            )
+        # Two tables only: the gathered rows go through the residual LayerNorm kernel (sum in fp32).
+        return _kernels().layernorm(word[input_ids], weight, bias, eps, residual=position[position_ids])
+    x = F.embedding(input_ids, word, padding_idx) if inputs_embeds is None else inputs_embeds  # (T, E)
+    if token_type is not None:
+        x = x + (token_type[token_type_ids] if token_type_ids is not None else token_type[0])  # (T, E)
+    x = x + position[position_ids]  # (T, E), HF's order of the sums
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
 
@@ -178,12 +184,17 @@ def attention(
     info: PackInfo,
     num_heads: int,
     dropout_p: float = 0.0,
+    rel_bias: torch.Tensor | None = None,  # (num_buckets, N): MPNet's relative_attention_bias.weight
 ) -> torch.Tensor:
-    """Bidirectional attention of each packed sequence over itself; returns (T, H)."""
+    """Bidirectional attention of each packed sequence over itself; returns (T, H).
+
+    rel_bias adds rel_bias[bucket(j - i), head] to the score of query i and key j, their positions
+    within the sequence, with T5's bidirectional buckets (max_distance 128), as MPNet does.
+    """
     if backend == "triton":
         if dropout_p:
             raise RuntimeError("the Triton attention kernel is inference-only (dropout_p must be 0)")
-        return _kernels().varlen_attention(qkv, info.cu_seqlens, info.max_seqlen, num_heads)
+        return _kernels().varlen_attention(qkv, info.cu_seqlens, info.max_seqlen, num_heads, rel_bias=rel_bias)
     T, H3 = qkv.shape
     H = H3 // 3
     D = H // num_heads
@@ -192,6 +203,28 @@ def attention(
     padded = pad(qkv, info)  # (B, S, 3H)
     q, k, v = padded.view(B, S, 3, num_heads, D).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, N, S, D)
     mask = None if info.mask is None else info.mask[:, None, None, :]  # (B, 1, 1, S) True = attend
+    if rel_bias is not None:
+        # An additive float mask: the bias, and -inf on padding keys. (B, N, S, S) is built on this path only.
+        if info.mask is None:
+            pos = torch.arange(S, device=qkv.device)[None, :]  # (1, S)
+        else:
+            pos = info.mask.cumsum(1) - 1  # (B, S) position within the sequence (holes skipped)
+        bucket = _relative_position_bucket(pos[:, None, :] - pos[:, :, None], rel_bias.shape[0], 128)  # (B|1, S, S)
+        bias = rel_bias.to(q.dtype)[bucket].permute(0, 3, 1, 2)  # (B|1, N, S, S)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0 / math.sqrt(D))
     ctx = ctx.transpose(1, 2).reshape(B, S, H)  # (B, S, H)
     return unpad(ctx, info)  # (T, H)
+
+
+def _relative_position_bucket(rel: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5 / MPNet bidirectional bucket of rel = key position - query position, in float32 as trained:
+    each direction has num_buckets // 2 buckets, exact below a quarter of num_buckets, log-spaced up
+    to max_distance beyond. The torch path's own copy of the kernels' reference: it must run without triton."""
+    half = num_buckets // 2
+    exact = half // 2
+    n = rel.abs()
+    far = n.clamp(min=exact).float() / exact
+    large = exact + (torch.log(far) / math.log(max_distance / exact) * (half - exact)).long()
+    bucket = torch.where(n < exact, n, large.clamp(max=half - 1))
+    return torch.where(rel > 0, bucket + half, bucket)

@@ -20,14 +20,11 @@ keys / values in BLOCK_N blocks with an online softmax in fp32:
 Query rows past the end load as zeros and are never stored. Head dims that are not a power of two
 (80, 96) use BLOCK_D = next_power_of_2(D) with a column mask.
 
-Floors (H100 SXM datasheet: 3.35 TB/s, 989 dense fp16 TFLOP/s, 16 exp2 per SM per clock ~ 3.7e12/s),
-BERT-base 12 heads x 64, fp16, dense batches (4 * S^2 * D flop per sequence and head):
-- 32 x 128 (T = 4096): 1.6 GFLOP -> 1.6 us on the tensor cores; 6.3 M exp2 -> 1.7 us; bytes: qkv
-  read once 18.9 MB + out 6.3 MB = 25.2 MB -> 7.5 us. Bound by memory: floor ~7.5 us, against
-  cuDNN 18 us and this kernel 28 us measured (shared/GPU-BASELINE.md).
-- 32 x 512 (T = 16384): 25.8 GFLOP -> 26 us; 101 M exp2 -> 27 us; bytes 75.5 + 25.2 MB = 101 MB ->
-  30 us. All three within 15% of one another: floor ~30 us, and only a kernel that overlaps the
-  exp2 with the tensor-core work and the loads gets near it; cuDNN 73 us, this kernel 88 us.
+HAS_REL_BIAS (MPNet): every score s[i, j] of query i and key j (positions within their sequence)
+gets table[bucket(j - i), head] added before the softmax, with T5's bidirectional log buckets. The
+kernel computes each tile's buckets from its row and column offsets and gathers the head's column of
+the small [num_buckets, num_heads] table (L1-resident), so no [B, N, S, S] bias is ever built. With
+the switch off none of it is compiled: no extra load, no extra arithmetic.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ import triton
 import triton.language as tl
 
 from . import _utils
-from ._configs import ConfigTable, autotune_requested, from_triton, split_launch
+from ._configs import ConfigTable
 
 _LOG2E = 1.4426950408889634
 
@@ -63,30 +60,43 @@ def _load_tile(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.co
 
 
 @triton.jit
+def _relative_bucket(rel, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr, LOG_SCALE: tl.constexpr):
+    """T5 / MPNet bidirectional bucket of rel = key position - query position (an int32 tensor).
+
+    Half the buckets per direction (keys after the query take the upper half); within a half,
+    distances below EXACT = half / 2 are their own bucket and longer ones are spaced logarithmically
+    up to MAX_DISTANCE, past which they share the last bucket:
+        EXACT + trunc(log2(n / EXACT) * LOG_SCALE),  LOG_SCALE = (half - EXACT) / log2(MAX_DISTANCE / EXACT).
+    log2 rather than log / log: where MAX_DISTANCE / EXACT is a power of two (MPNet's 128 / 8) the
+    bucket edges n = EXACT * 2^k are exact powers of two, whose log2 is exact, so the truncation gives
+    the same integer as float32 log(n / EXACT) / log(MAX_DISTANCE / EXACT) * (half - EXACT) does;
+    every other distance lies well away from an edge.
+    """
+    HALF: tl.constexpr = NUM_BUCKETS // 2
+    EXACT: tl.constexpr = HALF // 2
+    n = tl.abs(rel)
+    far = tl.maximum(n, EXACT).to(tl.float32) / EXACT  # >= 1: no log of 0 on the near distances
+    large = EXACT + (tl.math.log2(far) * LOG_SCALE).to(tl.int32)
+    bucket = tl.where(n < EXACT, n, tl.minimum(large, HALF - 1))
+    return tl.where(rel > 0, bucket + HALF, bucket)
+
+
+# The kernels' long argument lists are grouped by meaning on shared lines; `# fmt: skip` keeps the
+# formatter from splitting them one argument per line.
+@triton.jit
 def _attention_key_blocks(
-    acc,
-    l_i,
-    m_i,
-    q,
-    k_base,
-    v_base,  # pointers to this head's K / V column 0 at the sequence's first row
-    stride_t,
-    stride_c,
-    start,
-    stop,
-    seqlen,
-    qk_scale,
-    offs_n,
-    offs_d,
-    d_ok,
-    MASK_KEYS: tl.constexpr,
-    MASK_D: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    acc, l_i, m_i, q,  #
+    k_base, v_base, stride_t, stride_c,  # K / V of this head at the sequence's first row
+    bias_base, stride_bias_b,  # the head's column of the bias table (HAS_REL_BIAS)
+    start, stop, seqlen, qk_scale,  #
+    offs_m, offs_n, offs_d, d_ok,  #
+    MASK_KEYS: tl.constexpr, MASK_D: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,  #
+    HAS_REL_BIAS: tl.constexpr, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr,  #
+    REL_LOG_SCALE: tl.constexpr,  #
+):  # fmt: skip
     """Online-softmax update of (acc, l_i, m_i) over key blocks [start, stop) of one sequence.
 
-    m_i is the running row max in scaled log2 units (max of qk * qk_scale); qk_scale > 0.
+    m_i is the running row max in scaled log2 units (max of qk * qk_scale [+ bias * log2(e)]); qk_scale > 0.
     """
     for start_n in range(start, stop, BLOCK_N):
         keys = start_n + offs_n  # [BLOCK_N]
@@ -96,8 +106,16 @@ def _attention_key_blocks(
         qk = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)  # [BLOCK_M, BLOCK_N], unscaled
         if MASK_KEYS:
             qk = tl.where(key_ok[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)  # finite: every block holds a real key
-        p = tl.math.exp2(qk * qk_scale - m_new[:, None])  # one FMA + exp2 per score
+        if HAS_REL_BIAS:
+            # Every bucket is a valid table row (keys past the end included), so the gather needs no mask.
+            bucket = _relative_bucket(keys[None, :] - offs_m[:, None], NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE)
+            bias = tl.load(bias_base + bucket * stride_bias_b).to(tl.float32)  # [BLOCK_M, BLOCK_N]
+            s = qk * qk_scale + bias * 1.4426950408889634  # scaled score + bias, in log2 units
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            p = tl.math.exp2(s - m_new[:, None])
+        else:
+            m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)  # finite: every block holds a real key
+            p = tl.math.exp2(qk * qk_scale - m_new[:, None])  # one FMA + exp2 per score
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = _load_tile(v_base + kv_off, key_ok, d_ok, MASK_KEYS, MASK_D)
@@ -108,22 +126,18 @@ def _attention_key_blocks(
 
 @triton.jit
 def _varlen_attention_fwd_kernel(
-    qkv_ptr,
-    cu_seqlens_ptr,
-    out_ptr,
-    stride_qkv_t,
-    stride_qkv_c,
-    stride_out_t,
+    qkv_ptr, cu_seqlens_ptr, out_ptr,  #
+    stride_qkv_t, stride_qkv_c, stride_out_t,  #
     hidden,  # H = num_heads * HEAD_DIM: offset of K (and 2H of V) within a qkv row
     qk_scale,  # softmax scale * log2(e), > 0
-    SEQ_BUCKET,  # the autotuner's key only (max_seqlen rounded up to a power of two)
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    bias_ptr, stride_bias_b, stride_bias_h,  # the [num_buckets, num_heads] table (HAS_REL_BIAS), else unused
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,  #
     MASK_D: tl.constexpr,  # HEAD_DIM < BLOCK_D (80, 96): mask the padded head columns
-    INPUT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    INPUT_PRECISION: tl.constexpr,  #
+    HAS_REL_BIAS: tl.constexpr, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr,  #
+    REL_LOG_SCALE: tl.constexpr,  #
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  #
+):  # fmt: skip
     block_m = tl.program_id(0)
     head = tl.program_id(1)
     seq = tl.program_id(2)
@@ -143,6 +157,7 @@ def _varlen_attention_fwd_kernel(
     q_base = qkv_ptr + seq_base + head_col * stride_qkv_c
     k_base = qkv_ptr + seq_base + (hidden + head_col) * stride_qkv_c
     v_base = qkv_ptr + seq_base + (2 * hidden + head_col) * stride_qkv_c
+    bias_base = bias_ptr + head * stride_bias_h if HAS_REL_BIAS else bias_ptr
 
     q_off = offs_m.to(tl.int64)[:, None] * stride_qkv_t + offs_d[None, :] * stride_qkv_c
     q = _load_tile(q_base + q_off, q_ok, d_ok, True, MASK_D)  # [BLOCK_M, BLOCK_D]
@@ -153,47 +168,17 @@ def _varlen_attention_fwd_kernel(
 
     full_end = (seqlen // BLOCK_N) * BLOCK_N
     acc, l_i, m_i = _attention_key_blocks(  # interior key blocks: no key mask
-        acc,
-        l_i,
-        m_i,
-        q,
-        k_base,
-        v_base,
-        stride_qkv_t,
-        stride_qkv_c,
-        0,
-        full_end,
-        seqlen,
-        qk_scale,
-        offs_n,
-        offs_d,
-        d_ok,
-        False,
-        MASK_D,
-        INPUT_PRECISION,
-        BLOCK_N,
-    )
+        acc, l_i, m_i, q,  #
+        k_base, v_base, stride_qkv_t, stride_qkv_c, bias_base, stride_bias_b,  #
+        0, full_end, seqlen, qk_scale, offs_m, offs_n, offs_d, d_ok,  #
+        False, MASK_D, INPUT_PRECISION, BLOCK_N, HAS_REL_BIAS, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE,  #
+    )  # fmt: skip
     acc, l_i, m_i = _attention_key_blocks(  # the ragged tail block, if any (0 or 1 iteration)
-        acc,
-        l_i,
-        m_i,
-        q,
-        k_base,
-        v_base,
-        stride_qkv_t,
-        stride_qkv_c,
-        full_end,
-        seqlen,
-        seqlen,
-        qk_scale,
-        offs_n,
-        offs_d,
-        d_ok,
-        True,
-        MASK_D,
-        INPUT_PRECISION,
-        BLOCK_N,
-    )
+        acc, l_i, m_i, q,  #
+        k_base, v_base, stride_qkv_t, stride_qkv_c, bias_base, stride_bias_b,  #
+        full_end, seqlen, seqlen, qk_scale, offs_m, offs_n, offs_d, d_ok,  #
+        True, MASK_D, INPUT_PRECISION, BLOCK_N, HAS_REL_BIAS, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE,  #
+    )  # fmt: skip
 
     acc = acc / l_i[:, None]
     rows = (seq_start + offs_m).to(tl.int64)
@@ -202,130 +187,112 @@ def _varlen_attention_fwd_kernel(
 
 
 # --------------------------------------------------------------------------------------------------
-# Launch configs: a table lookup (known winners, else a deterministic heuristic), no autotuning.
+# Launch configs: the device's launch state (a committed or tuned winner) or the one heuristic.
+# A key is (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name, HAS_REL_BIAS), SEQ_BUCKET being
+# max_seqlen rounded up to a power of two (>= 16).
 # --------------------------------------------------------------------------------------------------
+# The one small config the interpreter runs: 70-token sequences then cross several query and key
+# blocks, which the tests rely on.
+INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
+
+_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) that `bertfast tune` times for a key (pruned per key).
+_GPU_TILES = [
+    (128, 64, 8, 3),
+    (128, 128, 8, 3),
+    (128, 64, 4, 3),
+    (128, 32, 4, 4),
+    (64, 128, 4, 3),
+    (64, 64, 4, 3),
+    (64, 32, 4, 4),
+    (32, 32, 4, 2),
+    (16, 16, 2, 2),
+]
+
+
 def _block_d(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))  # tl.dot needs every dim >= 16
+    return max(16, 1 << (head_dim - 1).bit_length())  # next power of two; tl.dot needs every dim >= 16
 
 
-def _smem_estimate(config: dict, head_dim: int, elem_bytes: int) -> int:
-    """Shared memory of the K / V pipeline plus the Q tile (what Triton stages), in bytes."""
+def _fits(config: dict, head_dim: int, elem_bytes: int) -> bool:
+    """Whether the K / V pipeline stages plus the Q tile (what Triton keeps in shared memory) fit."""
     bd = _block_d(head_dim)
     bm, bn = config["BLOCK_M"], config["BLOCK_N"]
-    return _utils.smem_bytes(config["num_stages"], elem_bytes, 2 * bn * bd) + bm * bd * elem_bytes
+    smem = _utils.smem_bytes(config["num_stages"], elem_bytes, 2 * bn * bd) + bm * bd * elem_bytes
+    return smem <= _utils.SMEM_LIMIT
 
 
-def gpu_attention_config(seq_bucket: int, head_dim: int, elem_bytes: int) -> dict:
-    """The heuristic's config for a compiled GPU launch; deterministic in (bucket, head dim, dtype size).
+def heuristic_config(key: tuple) -> dict:
+    """The config of a key nobody tuned: deterministic, from the sizes alone.
 
-    Leads to be measured (`bertfast tune` records the winners, which replace these):
     - fp16 / bf16, sequences of 256+: 128 query rows x 64 keys on 8 warps (FA2's tile for D <= 128);
     - 64..128: 64 x 64 on 4 warps, twice the programs of 128-row tiles for the short batches;
     - 16 / 32: one tile covers the whole sequence (16 x 16 on 2 warps, 32 x 32 on 4);
     - fp32 (IEEE dots on the FMA units): small tiles, 64 x 32 at most.
     Pipelining depth 3 when there are at least four key blocks to stream, else 2, lowered until the
-    K / V stages fit the shared memory of one block (Hopper; the same holds on Ampere's 164 KB for
-    the fp16 tiles chosen).
+    stages fit the shared memory of one block. Under the interpreter: INTERPRETER_CONFIG.
     """
+    if _utils.interpreting():
+        return dict(INTERPRETER_CONFIG)
+    seq_bucket, head_dim, _, dtype_name, _ = key
+    elem_bytes = _DTYPE_BYTES[dtype_name]
     if elem_bytes >= 4:
-        bm, bn = min(64, max(16, seq_bucket)), min(32, max(16, seq_bucket))
+        bm, bn = min(64, seq_bucket), min(32, seq_bucket)
         warps = 4 if bm >= 32 else 2
     elif seq_bucket >= 256:
         bm, bn, warps = 128, 64, 8
     elif seq_bucket >= 64:
         bm, bn, warps = 64, 64, 4
     else:
-        bm = bn = max(16, seq_bucket)
+        bm = bn = seq_bucket
         warps = 4 if bm >= 32 else 2
     cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": 3 if seq_bucket >= 4 * bn else 2}
-    while cfg["num_stages"] > 1 and _smem_estimate(cfg, head_dim, elem_bytes) > _utils.SMEM_LIMIT:
+    while cfg["num_stages"] > 1 and not _fits(cfg, head_dim, elem_bytes):
         cfg["num_stages"] -= 1
     return cfg
 
 
-# The one small config the interpreter runs (and the autotuner's whole list there): 70-token
-# sequences then cross several query and key blocks, which the tests rely on.
-ATTENTION_INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
-
-_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
-
-
-def _attention_heuristic(key: tuple, args: dict) -> dict:
-    """ConfigTable heuristic. key = (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name)."""
+def CANDIDATE_CONFIGS(key: tuple) -> list[dict]:  # noqa: N802 (a table-like name, called per key)
+    """The configs worth timing for a key, the heuristic's pick first (so tuning can only keep or beat it):
+    the tiles no longer than the sequences (beyond 32), that fit shared memory, and for fp32 (FMA-unit
+    dots) no larger than 128 x 64 scores."""
+    pick = heuristic_config(key)
     if _utils.interpreting():
-        return dict(ATTENTION_INTERPRETER_CONFIG)
-    seq_bucket, head_dim, _, dtype_name = key
-    return gpu_attention_config(seq_bucket, head_dim, _DTYPE_BYTES[dtype_name])
-
-
-ATTENTION_CONFIGS = ConfigTable("varlen_attention", _attention_heuristic)
-
-
-def _attn_config(bm, bn, warps, stages):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
-
-
-# Triton's autotuner (autotune=True, `bertfast tune`) searches these; it includes every tile the
-# heuristic picks, so tuning can only keep or beat the heuristic.
-ATTENTION_GPU_CONFIGS = [
-    _attn_config(128, 64, 8, 3),
-    _attn_config(128, 128, 8, 3),
-    _attn_config(128, 64, 4, 3),
-    _attn_config(128, 32, 4, 4),
-    _attn_config(64, 128, 4, 3),
-    _attn_config(64, 64, 4, 3),
-    _attn_config(64, 64, 4, 2),
-    _attn_config(64, 32, 4, 4),
-    _attn_config(64, 32, 4, 2),
-    _attn_config(32, 32, 4, 4),
-    _attn_config(32, 32, 4, 2),
-    _attn_config(16, 16, 2, 2),
-]
-
-
-def _prune_attention_configs(configs, named_args, **kwargs):
-    """Drop tiles much longer than the sequences, or that overflow shared memory for this dtype / head dim."""
-    args = {**named_args, **kwargs}
-    elem = args["qkv_ptr"].element_size()
-    seq_bucket, head_dim = args["SEQ_BUCKET"], args["HEAD_DIM"]
-    kept = []
-    for c in configs:
-        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        if bm > max(seq_bucket, 32) or bn > max(seq_bucket, 32):
+        return [pick]
+    seq_bucket, head_dim, _, dtype_name, _ = key
+    elem_bytes = _DTYPE_BYTES[dtype_name]
+    longest = max(seq_bucket, 32)
+    out = [pick]
+    for bm, bn, warps, stages in _GPU_TILES:
+        cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages}
+        if cfg == pick or bm > longest or bn > longest or not _fits(cfg, head_dim, elem_bytes):
             continue
-        if _smem_estimate(from_triton(c), head_dim, elem) > _utils.SMEM_LIMIT:
+        if elem_bytes == 4 and bm * max(bn, _block_d(head_dim)) > 128 * 64:
             continue
-        if elem == 4 and bm * max(bn, _block_d(head_dim)) > 128 * 64:  # IEEE fp32 dots run on FMA units
-            continue
-        kept.append(c)
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+        out.append(cfg)
+    return out
 
 
-_varlen_attention_fwd_tuned = triton.autotune(
-    configs=_utils.configs(ATTENTION_GPU_CONFIGS, _attn_config(*ATTENTION_INTERPRETER_CONFIG.values())),
-    key=["SEQ_BUCKET", "HEAD_DIM", "INPUT_PRECISION"],
-    cache_results=True,  # timings persist in triton's cache dir across processes
-    prune_configs_by={"early_config_prune": _prune_attention_configs},
-)(_varlen_attention_fwd_kernel)
+ATTENTION_CONFIGS = ConfigTable("varlen_attention", lambda key, args: heuristic_config(key))
 
 
-# Per config key: (the table's config dict, its constexpr kwargs, its launch kwargs). Rebuilt only when
-# the table answers with another dict (after a put()), so a hot launch does one lookup and one `is`.
-_LAUNCH_MEMO: dict[tuple, tuple[dict, dict, dict]] = {}
+def config_key(max_seqlen: int, head_dim: int, input_precision: str, dtype: torch.dtype, has_rel_bias: bool) -> tuple:
+    """The launch-config key of a call: (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name, HAS_REL_BIAS)."""
+    seq_bucket = max(16, 1 << (max_seqlen - 1).bit_length())
+    return (seq_bucket, head_dim, input_precision, str(dtype).removeprefix("torch."), has_rel_bias)
 
 
-def _launch_params(key: tuple) -> tuple[dict, dict]:
-    """(BLOCK_M / BLOCK_N / ... constexprs, num_warps / num_stages) for a config key, memoised."""
-    cfg = ATTENTION_CONFIGS.lookup(key)
-    hit = _LAUNCH_MEMO.get(key)
-    if hit is None or hit[0] is not cfg:
-        meta, launch = split_launch(cfg)
-        missing = {"BLOCK_M", "BLOCK_N"} - set(meta)
-        if missing:
-            raise ValueError(f"the varlen_attention config for {key} is missing {sorted(missing)}: {cfg}")
-        hit = (cfg, meta, launch)
-        _LAUNCH_MEMO[key] = hit
-    return hit[1], hit[2]
+# --------------------------------------------------------------------------------------------------
+# Launcher
+# --------------------------------------------------------------------------------------------------
+def _as_int(name, value) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
 
 
 def _check_qkv(qkv, cu_seqlens, num_heads, dtypes=_utils.FLOAT_DTYPES):
@@ -345,13 +312,18 @@ def _check_qkv(qkv, cu_seqlens, num_heads, dtypes=_utils.FLOAT_DTYPES):
     return T, H, num_heads, H // num_heads
 
 
-def _as_int(name, value) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+def _check_rel_bias(rel_bias, max_distance, num_heads: int, dtypes=_utils.FLOAT_DTYPES) -> tuple[int, int]:
+    """(num_buckets, max_distance) of a [num_buckets, num_heads] relative-position bias table."""
+    _utils.check_tensor("rel_bias", rel_bias, ndim=2, dtypes=dtypes)
+    num_buckets, heads = rel_bias.shape
+    if heads != num_heads or num_buckets < 4:
+        raise ValueError(
+            f"rel_bias must be [num_buckets >= 4, num_heads={num_heads}], got shape {tuple(rel_bias.shape)}"
+        )
+    max_distance = _as_int("max_distance", max_distance)
+    if max_distance <= num_buckets // 4:  # the log buckets span (num_buckets // 4, max_distance]
+        raise ValueError(f"max_distance must be an int > num_buckets // 4 = {num_buckets // 4}, got {max_distance}")
+    return num_buckets, max_distance
 
 
 def _check_scale(scale, head_dim: int) -> float:
@@ -366,35 +338,26 @@ def _check_scale(scale, head_dim: int) -> float:
     return value
 
 
-def _check_config(config) -> tuple[dict, dict]:
+def _check_config(config) -> dict:
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict with BLOCK_M and BLOCK_N, got {type(config).__name__}")
-    meta, launch = split_launch(config)
-    missing = {"BLOCK_M", "BLOCK_N"} - set(meta)
+    missing = {"BLOCK_M", "BLOCK_N"} - set(config)
     if missing:
         raise ValueError(f"config is missing {sorted(missing)}")
-    return meta, launch
+    unknown = set(config) - {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}
+    if unknown:
+        raise ValueError(f"config has unknown entries {sorted(unknown)}")
+    return config
 
 
-def config_key(max_seqlen: int, head_dim: int, input_precision: str, dtype: torch.dtype) -> tuple:
-    """ATTENTION_CONFIGS' key for a launch: (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name)."""
-    return (_utils.bucket(max_seqlen), head_dim, input_precision, str(dtype).replace("torch.", ""))
+# What the kernel is compiled with when there is no bias: the switch off, the bucket parameters fixed.
+_NO_REL_BIAS = dict(HAS_REL_BIAS=False, NUM_BUCKETS=0, MAX_DISTANCE=0, REL_LOG_SCALE=0.0)
 
 
-# (max_seqlen, head_dim, input_precision, dtype) -> (config key, head-dim constexprs): what depends only
-# on the call's sizes is worked out once per size (triton.next_power_of_2 alone costs microseconds).
-_KEY_MEMO: dict[tuple, tuple[tuple, dict]] = {}
-
-
-def _key_and_flags(max_seqlen: int, head_dim: int, input_precision: str, dtype: torch.dtype) -> tuple[tuple, dict]:
-    sizes = (max_seqlen, head_dim, input_precision, dtype)
-    hit = _KEY_MEMO.get(sizes)
-    if hit is None:
-        block_d = _block_d(head_dim)
-        flags = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, MASK_D=head_dim != block_d, INPUT_PRECISION=input_precision)
-        hit = (config_key(max_seqlen, head_dim, input_precision, dtype), flags)
-        _KEY_MEMO[sizes] = hit
-    return hit
+def _rel_log_scale(num_buckets: int, max_distance: int) -> float:
+    """_relative_bucket's LOG_SCALE: (half - exact) / log2(max_distance / exact)."""
+    exact = num_buckets // 4
+    return (num_buckets // 2 - exact) / math.log2(max_distance / exact)
 
 
 def varlen_attention(
@@ -404,25 +367,27 @@ def varlen_attention(
     num_heads: int,
     scale: Optional[float] = None,
     *,
+    rel_bias: Optional[torch.Tensor] = None,
+    max_distance: int = 128,
     out: Optional[torch.Tensor] = None,
     input_precision: Optional[str] = None,
     config: Optional[dict] = None,
-    autotune: bool = False,
 ) -> torch.Tensor:
-    """softmax(Q K^T * scale) V per sequence and head, bidirectional, over packed sequences -> out [T, H].
+    """softmax(Q K^T * scale [+ bias]) V per sequence and head, bidirectional, over packed sequences -> out [T, H].
 
     qkv: [T, 3H] fp16 / bf16 / fp32, any row stride (a column slice of a wider buffer is fine).
     cu_seqlens: int32 [B+1], 0 = cu[0] <= cu[1] <= ... <= cu[B] = T (the caller's promise, not checked
     on the device). max_seqlen: an int >= the longest sequence (a smaller one leaves rows unwritten);
     the grid and the config follow it, so pass the batch's (or CUDA-graph bucket's) own longest length.
-    scale: > 0, default 1 / sqrt(head_dim). out: optional [T, H] buffer (qkv's dtype, unit column
-    stride). input_precision: None -> "ieee" for fp32 operands, "tf32" (ignored by fp16 / bf16 dots) else.
+    scale: > 0, default 1 / sqrt(head_dim). rel_bias: MPNet's relative-position bias table
+    [num_buckets, num_heads] (any float dtype, read as fp32): score[i, j] += rel_bias[bucket(j - i), head]
+    with T5's bidirectional buckets reaching out to max_distance (positions within each sequence).
+    out: optional [T, H] buffer (qkv's dtype, unit column stride). input_precision: None -> "ieee" for
+    fp32 operands, "tf32" (ignored by fp16 / bf16 dots) else.
 
-    The launch config comes from `ATTENTION_CONFIGS` (a tuned or committed winner for the key, else
-    the deterministic heuristic); nothing is benchmarked. `config` ({"BLOCK_M", "BLOCK_N",
-    "num_warps", "num_stages"}) overrides it for this call. `autotune=True` (or a call inside
-    `_configs.autotuning()`, what `bertfast tune` does) runs Triton's autotuner instead and records
-    its winner in ATTENTION_CONFIGS.
+    The launch config is the device's tuned or committed one for the key, else `heuristic_config`;
+    nothing is benchmarked here. `config` ({"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}) overrides
+    it for this call (how `bertfast tune` times CANDIDATE_CONFIGS).
     """
     T, H, num_heads, D = _check_qkv(qkv, cu_seqlens, num_heads)
     max_seqlen = _as_int("max_seqlen", max_seqlen)
@@ -435,8 +400,20 @@ def varlen_attention(
         input_precision = "ieee" if qkv.dtype == torch.float32 else "tf32"
     elif input_precision not in ("ieee", "tf32", "tf32x3"):
         raise ValueError(f"input_precision must be None, 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
-    explicit = _check_config(config) if config is not None else None
-    device = _utils.check_devices(_varlen_attention_fwd_kernel, qkv=qkv, cu_seqlens=cu_seqlens)
+    if config is not None:
+        _check_config(config)
+    if rel_bias is None:
+        bias_args, bias_flags = (None, 0, 0), _NO_REL_BIAS
+    else:
+        num_buckets, max_distance = _check_rel_bias(rel_bias, max_distance, num_heads)
+        bias_args = (rel_bias, rel_bias.stride(0), rel_bias.stride(1))
+        bias_flags = dict(
+            HAS_REL_BIAS=True,
+            NUM_BUCKETS=num_buckets,
+            MAX_DISTANCE=max_distance,
+            REL_LOG_SCALE=_rel_log_scale(num_buckets, max_distance),
+        )
+    device = _utils.check_devices(_varlen_attention_fwd_kernel, qkv=qkv, cu_seqlens=cu_seqlens, rel_bias=rel_bias)
     out = _utils.check_out(out, (T, H), qkv.dtype, device, qkv=qkv, cu_seqlens=cu_seqlens)
     batch = cu_seqlens.shape[0] - 1
     if T == 0 or batch == 0:
@@ -444,32 +421,27 @@ def varlen_attention(
     if batch > 65535:
         raise ValueError(f"at most 65535 sequences per call, got {batch}")
 
-    key, flags = _key_and_flags(max_seqlen, D, input_precision, qkv.dtype)
-    args = (
-        qkv,
-        cu_seqlens,
-        out,
-        qkv.stride(0),
-        qkv.stride(1),
-        out.stride(0),
-        H,
-        scale * _LOG2E,
-        key[0],
-    )
-
-    if explicit is None and (autotune or autotune_requested()):
-
-        def grid(meta):
-            return (triton.cdiv(max_seqlen, meta["BLOCK_M"]), num_heads, batch)
-
-        _varlen_attention_fwd_tuned[grid](*args, **flags)
-        ATTENTION_CONFIGS.put(key, from_triton(_varlen_attention_fwd_tuned.best_config))
-        return out
-
-    meta, launch = explicit if explicit is not None else _launch_params(key)
-    grid = (-(-max_seqlen // meta["BLOCK_M"]), num_heads, batch)  # cdiv without triton's wrapper
-    _varlen_attention_fwd_kernel[grid](*args, **flags, **meta, **launch)
+    if config is None:
+        config = ATTENTION_CONFIGS.lookup(config_key(max_seqlen, D, input_precision, qkv.dtype, rel_bias is not None))
+    block_d = _block_d(D)
+    grid = (-(-max_seqlen // config["BLOCK_M"]), num_heads, batch)  # cdiv without triton's wrapper
+    _varlen_attention_fwd_kernel[grid](
+        qkv, cu_seqlens, out, qkv.stride(0), qkv.stride(1), out.stride(0), H, scale * _LOG2E, *bias_args,  #
+        HEAD_DIM=D, BLOCK_D=block_d, MASK_D=D != block_d, INPUT_PRECISION=input_precision, **bias_flags, **config,  #
+    )  # fmt: skip
     return out
+
+
+def relative_position_bucket_ref(rel: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """T5 / MPNet bidirectional bucket of relative positions rel = key - query (an integer tensor), in
+    float32 as the model was trained: log(n / exact) / log(max_distance / exact) * (half - exact)."""
+    half = num_buckets // 2
+    exact = half // 2
+    n = rel.abs()
+    far = n.clamp(min=exact).float() / exact
+    large = exact + (torch.log(far) / math.log(max_distance / exact) * (half - exact)).long()
+    bucket = torch.where(n < exact, n, large.clamp(max=half - 1))
+    return torch.where(rel > 0, bucket + half, bucket)
 
 
 def varlen_attention_ref(
@@ -478,11 +450,16 @@ def varlen_attention_ref(
     num_heads: int,
     scale: Optional[float] = None,
     *,
+    rel_bias: Optional[torch.Tensor] = None,
+    max_distance: int = 128,
     compute_dtype: torch.dtype = torch.float32,
     out_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Readable reference: per sequence, softmax(Q K^T * scale) V in compute_dtype; cast to out_dtype (qkv's)."""
-    T, H, num_heads, D = _check_qkv(qkv, cu_seqlens, num_heads, dtypes=(*_utils.FLOAT_DTYPES, torch.float64))
+    """Readable reference: per sequence, softmax(Q K^T * scale + bias) V in compute_dtype; cast to out_dtype (qkv's)."""
+    dtypes = (*_utils.FLOAT_DTYPES, torch.float64)
+    T, H, num_heads, D = _check_qkv(qkv, cu_seqlens, num_heads, dtypes=dtypes)
+    if rel_bias is not None:
+        num_buckets, max_distance = _check_rel_bias(rel_bias, max_distance, num_heads, dtypes=dtypes)
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     x = qkv.to(compute_dtype)
     out = torch.empty(T, H, dtype=compute_dtype, device=qkv.device)
@@ -492,6 +469,10 @@ def varlen_attention_ref(
             continue
         s = x[start:end]  # [S, 3H]
         q, k, v = (s[:, i * H : (i + 1) * H].reshape(end - start, num_heads, D).transpose(0, 1) for i in range(3))
-        p = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)  # [heads, S, S]
-        out[start:end] = (p @ v).transpose(0, 1).reshape(end - start, H)
+        scores = (q @ k.transpose(-1, -2)) * scale  # [heads, S, S]
+        if rel_bias is not None:
+            pos = torch.arange(end - start, device=qkv.device)
+            bucket = relative_position_bucket_ref(pos[None, :] - pos[:, None], num_buckets, max_distance)  # [S, S]
+            scores = scores + rel_bias.to(compute_dtype)[bucket].permute(2, 0, 1)  # + [heads, S, S]
+        out[start:end] = (torch.softmax(scores, dim=-1) @ v).transpose(0, 1).reshape(end - start, H)
     return out.to(out_dtype or qkv.dtype)
