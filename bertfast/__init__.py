@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Tokenizer": ("bertfast.tokenizer", "Tokenizer"),
     "SentenceEncoder": ("bertfast.sentence", "SentenceEncoder"),
-    "encode": ("bertfast.sentence", "encode"),
+    "encode": ("bertfast.encode_cache", "encode"),  # keeps one model per (folder, device, dtype, backend)
 }
 
 
