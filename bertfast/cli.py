@@ -226,6 +226,19 @@ def _add_embed(sub) -> None:
     x.set_defaults(func=run_cli)
 
 
+def _add_serve(sub) -> None:
+    """The server; its options and its run live in bertfast.serve (fastapi etc. imported only when it runs)."""
+    from .serve import add_arguments
+
+    s = sub.add_parser(
+        "serve",
+        help="an embedding / reranking HTTP server (OpenAI- and TEI-compatible routes)",
+        description="Serve /v1/embeddings, /embed and /rerank with token-budget batching "
+        "(pip install 'bertfast[serve]').",
+    )
+    add_arguments(s)
+
+
 def _add_info(sub) -> None:
     i = sub.add_parser("info", help="versions, devices, and which backends can run here")
     i.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -261,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_encode(sub)
     _add_embed(sub)
+    _add_serve(sub)
     _add_info(sub)
     _add_tune(sub)
 
