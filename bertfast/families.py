@@ -125,7 +125,8 @@ class Family:
     model_type: str
     base_classes: tuple[str, ...]  # the transformers base-model classes optimize() patches
     embeddings: Callable[[nn.Module], EmbeddingsView]
-    layers: Callable[[nn.Module], list[LayerView]]
+    layer_list: Callable[[nn.Module], list[nn.Module]]  # the layer modules in the order they run
+    layer_view: Callable[[nn.Module], LayerView]  # one of them, by role
     pooler: Callable[[nn.Module], nn.Linear | None]  # the dense layer before tanh; None: no pooler
     positions: Positions
     tokenizer: TokenizerSpec
@@ -145,14 +146,14 @@ class Family:
         """Whether the base model's output has a `pooler_output` field (None without a pooler)."""
         return "Pooling" in self.output_class
 
+    def layers(self, bert: nn.Module) -> list[LayerView]:
+        """Every layer the forward runs, in order (a shared ALBERT layer once per use)."""
+        return [self.layer_view(layer) for layer in self.layer_list(bert)]
+
     def structure(self, bert: nn.Module) -> tuple[int, ...]:
-        """Identities of every module the forward walks: a layer list edited in place, a pooler set
-        to None or a replaced projection changes it."""
-        emb = self.embeddings(bert)
-        mods: list[Any] = [emb.project, self.pooler(bert)]
-        for view in self.layers(bert):
-            mods.extend(view)
-        return tuple(map(id, mods))
+        """Identities of the layers, the pooler and the embedding projection: a layer list edited in
+        place, a pooler set to None or a replaced projection changes it (cheap enough per call)."""
+        return (*map(id, self.layer_list(bert)), id(self.pooler(bert)), id(self.embeddings(bert).project))
 
     def check(self, config: Any) -> None:
         """Refuse, naming the field, a config this family's forward would not run faithfully."""
@@ -210,81 +211,57 @@ def _typeless_embeddings(bert: nn.Module) -> EmbeddingsView:
 def _bert_layer(layer: nn.Module) -> LayerView:
     a = layer.attention
     s = a.self
+    out = a.output
     return LayerView(
         s,
         s.query,
         s.key,
         s.value,
-        a.output.dense,
-        a.output.LayerNorm,
+        out.dense,
+        out.LayerNorm,
         layer.intermediate.dense,
         layer.output.dense,
         layer.output.LayerNorm,
     )
 
 
-def _bert_layers(bert: nn.Module) -> list[LayerView]:
-    return [_bert_layer(layer) for layer in bert.encoder.layer]
+def _bert_layer_list(bert: nn.Module) -> list[nn.Module]:
+    return list(bert.encoder.layer)
 
 
-def _distilbert_layers(bert: nn.Module) -> list[LayerView]:
-    views = []
-    for block in bert.transformer.layer:
-        a = block.attention
-        ffn = block.ffn
-        views.append(
-            LayerView(
-                a,
-                a.q_lin,
-                a.k_lin,
-                a.v_lin,
-                a.out_lin,
-                block.sa_layer_norm,
-                ffn.lin1,
-                ffn.lin2,
-                block.output_layer_norm,
-            )
-        )
-    return views
+def _distilbert_layer(block: nn.Module) -> LayerView:
+    a, ffn = block.attention, block.ffn
+    return LayerView(
+        a, a.q_lin, a.k_lin, a.v_lin, a.out_lin, block.sa_layer_norm, ffn.lin1, ffn.lin2, block.output_layer_norm
+    )
 
 
-def _albert_layers(bert: nn.Module) -> list[LayerView]:
+def _distilbert_layer_list(bert: nn.Module) -> list[nn.Module]:
+    return list(bert.transformer.layer)
+
+
+def _albert_layer(layer: nn.Module) -> LayerView:
+    a = layer.attention
+    return LayerView(
+        a, a.query, a.key, a.value, a.dense, a.LayerNorm, layer.ffn, layer.ffn_output, layer.full_layer_layer_norm
+    )
+
+
+def _albert_layer_list(bert: nn.Module) -> list[nn.Module]:
     """ALBERT runs `num_hidden_layers` times a layer group (each of `inner_group_num` layers), the
-    groups shared in equal runs: layer i uses group int(i / (num_hidden_layers / num_hidden_groups))."""
+    groups shared in equal runs: step i uses group int(i / (num_hidden_layers / num_hidden_groups))."""
     config = bert.config
     groups = bert.encoder.albert_layer_groups
     n, g = config.num_hidden_layers, config.num_hidden_groups
-    views = []
-    for i in range(n):
-        for layer in groups[int(i / (n / g))].albert_layers:
-            a = layer.attention
-            views.append(
-                LayerView(
-                    a,
-                    a.query,
-                    a.key,
-                    a.value,
-                    a.dense,
-                    a.LayerNorm,
-                    layer.ffn,
-                    layer.ffn_output,
-                    layer.full_layer_layer_norm,
-                )
-            )
-    return views
+    return [layer for i in range(n) for layer in groups[int(i / (n / g))].albert_layers]
 
 
-def _mpnet_layers(bert: nn.Module) -> list[LayerView]:
-    views = []
-    for layer in bert.encoder.layer:
-        a = layer.attention
-        s = a.attn
-        views.append(
-            LayerView(
-                s, s.q, s.k, s.v, s.o, a.LayerNorm, layer.intermediate.dense, layer.output.dense, layer.output.LayerNorm
-            )
-        )
-    return views
+def _mpnet_layer(layer: nn.Module) -> LayerView:
+    a = layer.attention
+    s = a.attn
+    return LayerView(
+        s, s.q, s.k, s.v, s.o, a.LayerNorm, layer.intermediate.dense, layer.output.dense, layer.output.LayerNorm
+    )
 
 
 def _bert_pooler(bert: nn.Module) -> nn.Linear | None:
@@ -310,7 +287,7 @@ def _mpnet_bias(bert: nn.Module) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- the registry
-_BERT_ROWS = dict(embeddings=_bert_embeddings, layers=_bert_layers, pooler=_bert_pooler)
+_BERT_ROWS = dict(embeddings=_bert_embeddings, layer_list=_bert_layer_list, layer_view=_bert_layer, pooler=_bert_pooler)
 _WITH_POOLER = "BaseModelOutputWithPoolingAndCrossAttentions"
 _ROBERTA_LIKE = dict(**_BERT_ROWS, positions=Positions(from_padding=True), output_class=_WITH_POOLER)
 
@@ -330,7 +307,8 @@ _FAMILIES = (
         "distilbert",
         ("DistilBertModel",),
         embeddings=_typeless_embeddings,
-        layers=_distilbert_layers,
+        layer_list=_distilbert_layer_list,
+        layer_view=_distilbert_layer,
         pooler=_no_pooler,
         positions=Positions(from_padding=False),
         tokenizer=TokenizerSpec("wordpiece", "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]", 1, False),
@@ -342,7 +320,8 @@ _FAMILIES = (
         "electra",
         ("ElectraModel",),
         embeddings=_electra_embeddings,
-        layers=_bert_layers,
+        layer_list=_bert_layer_list,
+        layer_view=_bert_layer,
         pooler=_no_pooler,
         positions=Positions(from_padding=False),
         tokenizer=_WORDPIECE_BERT,
@@ -352,7 +331,8 @@ _FAMILIES = (
         "albert",
         ("AlbertModel",),
         embeddings=_albert_embeddings,
-        layers=_albert_layers,
+        layer_list=_albert_layer_list,
+        layer_view=_albert_layer,
         pooler=_albert_pooler,
         positions=Positions(from_padding=False),
         tokenizer=TokenizerSpec("tokenizer.json", "[CLS]", "[SEP]", "<pad>", "<unk>", "[MASK]", 1, True),
@@ -363,7 +343,8 @@ _FAMILIES = (
         "mpnet",
         ("MPNetModel",),
         embeddings=_typeless_embeddings,
-        layers=_mpnet_layers,
+        layer_list=_bert_layer_list,
+        layer_view=_mpnet_layer,
         pooler=_bert_pooler,
         positions=Positions(from_padding=True),
         tokenizer=TokenizerSpec("wordpiece", "<s>", "</s>", "<pad>", "[UNK]", "<mask>", 2, False),

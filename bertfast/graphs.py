@@ -298,7 +298,7 @@ class CudaGraphEncoder:
         if getattr(self, "_generation", None) != _PARAM_GENERATION[0]:
             self._params = list(self.bert.parameters())  # walking the modules costs ~0.3 ms: not per call
             self._generation = _PARAM_GENERATION[0]
-        structure = (tuple(map(id, self.bert.encoder.layer)), id(getattr(self.bert, "pooler", None)))
+        structure = self.spec.family.structure(self.bert)
         return structure, tuple(map(id, self._params)), [(p.data_ptr(), _version(p)) for p in self._params]
 
     @property

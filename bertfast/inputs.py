@@ -11,22 +11,48 @@ trust what they are given.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from .padding import PackInfo, pack_info_from_lengths, pack_plan, packed_positions, unpad
 
+if TYPE_CHECKING:
+    from .families import Family
+
 
 class Limits(Protocol):
-    """The ranges a config allows (encoder.Spec has them): ids < vocab_size, token types <
-    type_vocab_size, positions and sequence lengths <= max_position_embeddings, inputs_embeds' last
-    dim = hidden_size."""
+    """The ranges a model allows (encoder.Spec has them): ids < vocab_size, token types <
+    type_vocab_size (0: the family takes none), positions < max_position_embeddings, sequence lengths
+    <= max_seq_len, inputs_embeds' last dim = embedding_size; the family numbers default positions
+    (from `padding_idx` in RoBERTa-style families)."""
 
+    family: Family
     vocab_size: int
     type_vocab_size: int
     max_position_embeddings: int
-    hidden_size: int
+    max_seq_len: int
+    embedding_size: int
+    padding_idx: int | None
+
+
+def _too_long(what: str, limits: Limits) -> str:
+    """The end of a too-long message: the limit, and where it comes from when positions start later."""
+    P, longest = limits.max_position_embeddings, limits.max_seq_len
+    if longest == P:
+        return f"{what} max_position_embeddings ({P})"
+    return f"{what} max_position_embeddings ({P}) less the {P - longest} positions up to padding_idx + 1 ({longest})"
+
+
+def _check_types_allowed(token_type_ids: Any, limits: Limits) -> None:
+    if token_type_ids is not None and limits.type_vocab_size == 0:
+        raise ValueError(f"token_type_ids must be None: {limits.family.model_type} models have no token types")
+
+
+def _holes(keep: torch.Tensor) -> torch.Tensor:
+    """(1,) whether some row's real tokens are not one contiguous run (a padding hole between them)."""
+    runs = keep[:, :1].long().sum(1) + (keep[:, 1:] & ~keep[:, :-1]).long().sum(1)  # (B,) runs of real tokens
+    return (runs > 1).any().reshape(1)
 
 
 @dataclass
@@ -89,9 +115,9 @@ def prepare_padded(
     else:
         if not torch.is_tensor(inputs_embeds):
             raise TypeError(f"inputs_embeds must be a torch.Tensor, got {type(inputs_embeds).__name__}")
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != limits.hidden_size:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != limits.embedding_size:
             raise ValueError(
-                f"inputs_embeds must be (batch, sequence, {limits.hidden_size}), got {tuple(inputs_embeds.shape)}"
+                f"inputs_embeds must be (batch, sequence, {limits.embedding_size}), got {tuple(inputs_embeds.shape)}"
             )
         if inputs_embeds.dtype != param.dtype:
             raise TypeError(f"inputs_embeds must have the model's dtype {param.dtype}, got {inputs_embeds.dtype}")
@@ -105,6 +131,7 @@ def prepare_padded(
     checks: list[RangeCheck] = []
     if input_ids is not None:
         checks.append(("input_ids", input_ids, limits.vocab_size))
+    _check_types_allowed(token_type_ids, limits)
     if token_type_ids is not None:
         check_int_tensor("token_type_ids", token_type_ids)
         if tuple(token_type_ids.shape) != (B, S):
@@ -117,11 +144,9 @@ def prepare_padded(
         if position_ids.dim() != 2 or position_ids.shape[1] != S or position_ids.shape[0] not in (1, B):
             raise ValueError(f"position_ids must have shape {(B, S)} or {(1, S)}, got {tuple(position_ids.shape)}")
         checks.append(("position_ids", position_ids, limits.max_position_embeddings))
-    elif S > limits.max_position_embeddings:
-        raise ValueError(
-            f"sequence length {S} of {lead_name} exceeds the model's max_position_embeddings "
-            f"({limits.max_position_embeddings}); truncate the input"
-        )
+    elif S > limits.max_seq_len:
+        limit = _too_long("exceeds the model's", limits)
+        raise ValueError(f"sequence length {S} of {lead_name} {limit}; truncate the input")
     keep = None
     extra: list[torch.Tensor] = []
     if attention_mask is not None:
@@ -137,24 +162,29 @@ def prepare_padded(
             bad = torch.zeros(1, dtype=torch.long, device=device)  # (1,) a bool mask holds only 0 and 1
         else:
             bad = ((m != 0) & (m != 1)).any().reshape(1)  # (1,)
-        extra = [bad, keep.sum(dim=1, dtype=torch.long)]  # (1,), (B,)
+        # A relative-position bias counts distances in the padded row: packing keeps them only without holes.
+        holes = [_holes(keep)] if limits.family.bias_buckets else []  # (1,) or none
+        extra = [bad, *holes, keep.sum(dim=1, dtype=torch.long)]  # (1,), ..., (B,)
 
     host = _fetch(checks, extra)  # the one sync
     lengths = None
     if keep is not None:
         if host[0]:
             raise ValueError("attention_mask must hold only 0 and 1 (1 = real token, 0 = padding)")
-        lengths = host[1:]
+        if holes and host[1]:
+            raise ValueError(
+                "attention_mask must mark each row's real tokens as one run (left or right padding): "
+                f"{limits.family.model_type}'s relative-position bias counts distances across padding holes"
+            )
+        lengths = host[1 + len(holes) :]
         if 0 in lengths:
             raise ValueError(
                 f"attention_mask row {lengths.index(0)} has no real token; every sequence needs at least one"
             )
     longest = max(lengths) if lengths is not None else S
-    if longest > limits.max_position_embeddings:  # explicit position_ids do not lift the model's limit
-        raise ValueError(
-            f"a sequence of {longest} real tokens in {lead_name} exceeds the model's max_position_embeddings "
-            f"({limits.max_position_embeddings}); truncate the input"
-        )
+    if longest > limits.max_seq_len:  # explicit position_ids do not lift the model's limit
+        limit = _too_long("exceeds the model's", limits)
+        raise ValueError(f"a sequence of {longest} real tokens in {lead_name} {limit}; truncate the input")
     info = pack_plan(keep, lengths, B, S, device)
     ids = unpad(input_ids, info) if input_ids is not None else None  # (T,)
     embeds = unpad(inputs_embeds, info) if inputs_embeds is not None else None  # (T, H)
@@ -163,7 +193,7 @@ def prepare_padded(
     else:
         types = unpad(token_type_ids, info)  # (T,)
     if position_ids is None:
-        position_ids = torch.arange(S, device=device)[None, :]  # (1, S)
+        position_ids = limits.family.positions.padded(input_ids, B, S, limits.padding_idx, device)  # (B, S)
     positions = unpad(position_ids.expand(B, S), info)  # (T,)
     return Packed(info, ids, types, positions, embeds)
 
@@ -189,6 +219,7 @@ def prepare_packed(
     _check_device(device, input_ids=input_ids, cu_seqlens=cu_seqlens, **others)
     T = input_ids.numel()
     cu = cu_seqlens.to(torch.int32)
+    _check_types_allowed(token_type_ids, limits)
     checks: list[RangeCheck] = [("input_ids", input_ids, limits.vocab_size)]
     optional = [
         ("token_type_ids", token_type_ids, limits.type_vocab_size),
@@ -208,13 +239,12 @@ def prepare_packed(
     longest = max(lengths)
     if max_seqlen is not None and max_seqlen != longest:
         raise ValueError(f"max_seqlen is {max_seqlen} but the longest sequence in cu_seqlens is {longest}")
-    if longest > limits.max_position_embeddings:  # with or without position_ids: the model's limit
-        raise ValueError(
-            f"a sequence of length {longest} exceeds max_position_embeddings ({limits.max_position_embeddings})"
-        )
+    if longest > limits.max_seq_len:  # with or without position_ids: the model's limit
+        raise ValueError(f"a sequence of length {longest} {_too_long('exceeds', limits)}")
     info = pack_info_from_lengths(cu, longest, cu_host)
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)  # (T,)
     if position_ids is None:
-        position_ids = packed_positions(cu, T)[1]  # (T,) restarts at 0 in each sequence
+        within = packed_positions(cu, T)[1]  # (T,) restarts at 0 in each sequence
+        position_ids = limits.family.positions.packed(input_ids, within, limits.padding_idx)  # (T,)
     return Packed(info, input_ids, token_type_ids, position_ids, None)

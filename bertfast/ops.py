@@ -117,7 +117,7 @@ def embed_layernorm(
                 input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps
             )
         # Two tables only: the gathered rows go through the residual LayerNorm kernel (sum in fp32).
-        return _kernels().layernorm(word[input_ids], weight, bias, eps, residual=position[position_ids])
+        return layernorm(backend, word[input_ids], weight, bias, eps, residual=position[position_ids])  # (T, E)
     x = F.embedding(input_ids, word, padding_idx) if inputs_embeds is None else inputs_embeds  # (T, E)
     if token_type is not None:
         x = x + (token_type[token_type_ids] if token_type_ids is not None else token_type[0])  # (T, E)
