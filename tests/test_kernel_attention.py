@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
+from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
 from bertfast.kernels import attention as attention_module
 from bertfast.kernels import interpreting, varlen_attention, varlen_attention_ref
-from bertfast.kernels._configs import autotuning
+from bertfast.kernels.state import launch_state
 
 from .helpers import (
     CUDA,
@@ -170,21 +173,26 @@ def test_varlen_attention_bad_inputs():
         varlen_attention(qkv, cu, 6, 2, out=qkv[:, 32:64])
 
 
-def test_attention_autotune_pruning_keeps_short_tiles_for_short_sequences():
-    prune = attention_module._prune_attention_configs
-    configs = attention_module.ATTENTION_GPU_CONFIGS
-    q16, q32 = torch.empty(1, 1, dtype=torch.float16), torch.empty(1, 1, dtype=torch.float32)
-    for qkv in (q16, q32):
+def test_candidate_configs_lead_with_the_heuristic_and_fit_the_sequences():
+    for dtype in ("float16", "bfloat16", "float32"):
         for head_dim in (32, 64, 80, 128):
             for bucket in (16, 32, 128, 512):
-                kept = prune(configs, {"qkv_ptr": qkv, "SEQ_BUCKET": bucket, "HEAD_DIM": head_dim})
-                assert kept and all(c in configs for c in kept), (qkv.dtype, head_dim, bucket)
-                longest = max(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kept)
-                assert longest <= max(bucket, 32), (qkv.dtype, head_dim, bucket, longest)
-    # Whether the kept tiles fit shared memory is checked by compiling them (test_kernel_build.py).
+                key = (bucket, head_dim, "ieee" if dtype == "float32" else "tf32", dtype, False)
+                candidates = attention_module.CANDIDATE_CONFIGS(key)
+                assert candidates[0] == attention_module.heuristic_config(key), key
+                assert len({tuple(sorted(c.items())) for c in candidates}) == len(candidates), key
+                for c in candidates:
+                    assert set(c) == {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}, (key, c)
+                    if not interpreting():  # tiles past the sequence only cost masked work
+                        assert max(c["BLOCK_M"], c["BLOCK_N"]) <= max(bucket, 32), (key, c)
+    if interpreting():  # the interpreter always runs its one small config
+        assert attention_module.CANDIDATE_CONFIGS((512, 64, "tf32", "float16", True)) == [
+            attention_module.INTERPRETER_CONFIG
+        ]
+    # Whether the candidates fit shared memory is checked by compiling them (test_kernel_build.py).
 
 
-# --------------------------------------------------------------------------- configs without autotuning
+# --------------------------------------------------------------------------- launch configs
 class _LaunchSpy:
     """Stands in for the jitted kernel: records each launch's grid and keyword args, then runs it."""
 
@@ -201,114 +209,186 @@ class _LaunchSpy:
 
 
 @pytest.fixture
-def fresh_table():
-    """ATTENTION_CONFIGS emptied for the test and restored after it (it is process-wide state)."""
-    table = attention_module.ATTENTION_CONFIGS
-    saved = table.known()
-    table.clear()
-    yield table
-    table.clear()
+def fresh_state():
+    """The device's launch state without attention configs for the test, restored after it (process-wide)."""
+    state = launch_state(DEVICE)
+    saved = state.known_configs(attention_module.KERNEL)
+    state.clear_configs(attention_module.KERNEL)
+    yield state
+    state.clear_configs(attention_module.KERNEL)
     for key, cfg in saved.items():
-        table.put(key, cfg)
+        state.put_config(attention_module.KERNEL, key, cfg)
 
 
-def test_default_launch_uses_the_table_memoised_per_key(fresh_table, monkeypatch):
+def test_default_launch_uses_the_launch_state_then_a_put_config(fresh_state, monkeypatch):
     lengths, num_heads, head_dim = [40, 3], 2, 16
     qkv, cu = _qkv(sum(lengths), num_heads, head_dim, torch.float16), _cu(lengths)
     spy = _LaunchSpy(attention_module._varlen_attention_fwd_kernel)
     monkeypatch.setattr(attention_module, "_varlen_attention_fwd_kernel", spy)
-    heuristic_calls = []
-    real_heuristic = fresh_table.heuristic
-    monkeypatch.setattr(
-        fresh_table, "heuristic", lambda key, args: heuristic_calls.append(key) or real_heuristic(key, args)
-    )
-    key = attention_module.config_key(40, head_dim, "tf32", torch.float16)
-    assert key == (64, 16, "tf32", "float16")
+    key = attention_module.config_key(40, head_dim, "tf32", torch.float16, False)
+    assert key == (64, 16, "tf32", "float16", False)
 
-    for _ in range(3):
-        out = varlen_attention(qkv, cu, 40, num_heads)
-        _check(qkv, cu, num_heads, out, torch.float16, "attention, heuristic config")
-    assert heuristic_calls == [key], "the heuristic runs once per key; later launches reuse its answer"
-    cfg = fresh_table.lookup(key)
-    assert fresh_table.source(key) == "heuristic"
+    out = varlen_attention(qkv, cu, 40, num_heads)
+    _check(qkv, cu, num_heads, out, torch.float16, "attention, heuristic config")
+    cfg = attention_module.heuristic_config(key)
+    assert fresh_state.config_source(attention_module.KERNEL, key) == "heuristic"
     grid, kwargs = spy.launches[-1]
     assert grid == (math.ceil(40 / cfg["BLOCK_M"]), num_heads, len(lengths))
-    assert {k: kwargs[k] for k in cfg} == cfg
+    assert {k: kwargs[k] for k in cfg} == cfg and kwargs["HAS_REL_BIAS"] is False
 
-    # A put() (a tuned or committed winner) replaces the heuristic for that key on the next launch.
+    # A put_config (a tuned or committed winner) replaces the heuristic for that key on the next launch.
     tuned = {"BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 2, "num_stages": 2}
-    fresh_table.put(key, tuned)
+    fresh_state.put_config(attention_module.KERNEL, key, tuned)
     out = varlen_attention(qkv, cu, 40, num_heads)
     grid, kwargs = spy.launches[-1]
     assert grid == (3, num_heads, len(lengths)) and {k: kwargs[k] for k in tuned} == tuned
     _check(qkv, cu, num_heads, out, torch.float16, "attention, tuned config")
-    assert heuristic_calls == [key]
 
 
-def test_heuristic_is_deterministic_and_covers_every_key():
-    heuristic = attention_module._attention_heuristic
-    for bucket in (16, 32, 64, 128, 256, 512, 1024):
-        for head_dim in (16, 32, 64, 80, 128):
-            for precision, dtype in (("tf32", "float16"), ("tf32", "bfloat16"), ("ieee", "float32")):
-                key = (bucket, head_dim, precision, dtype)
-                cfg = heuristic(key, {})
-                assert cfg == heuristic(key, {}), key
-                assert set(cfg) == {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}, key
-                gpu = attention_module.gpu_attention_config(bucket, head_dim, 4 if dtype == "float32" else 2)
-                assert gpu == attention_module.gpu_attention_config(bucket, head_dim, 4 if dtype == "float32" else 2)
-                assert gpu["BLOCK_M"] >= 16 and gpu["BLOCK_N"] >= 16 and gpu["num_stages"] >= 1, (key, gpu)
-    if interpreting():  # the interpreter always runs its one small config
-        assert heuristic((512, 64, "tf32", "float16"), {}) == attention_module.ATTENTION_INTERPRETER_CONFIG
-
-
-@pytest.mark.parametrize("how", ["argument", "context"])
-def test_autotune_runs_tritons_autotuner_and_records_the_winner(fresh_table, how):
+def test_autotuning_times_the_candidates_and_puts_the_winner(fresh_state):
     lengths, num_heads, head_dim = [0, 33, 9], 2, 32
-    qkv, cu = _qkv(sum(lengths), num_heads, head_dim, torch.float32), _cu(lengths)
-    tuner = attention_module._varlen_attention_fwd_tuned
-    assert type(tuner).__name__ == "Autotuner"
-    tuner.best_config = None
-    if how == "argument":
-        out = varlen_attention(qkv, cu, 33, num_heads, autotune=True)
-    else:
-        with autotuning():  # what `bertfast tune` does
-            out = varlen_attention(qkv, cu, 33, num_heads)
-    _check(qkv, cu, num_heads, out, torch.float32, "attention, autotuned")
-    assert tuner.best_config is not None, "Triton's autotuner ran"
-    key = (64, head_dim, "ieee", "float32")
-    expected = {
-        **tuner.best_config.kwargs,
-        "num_warps": tuner.best_config.num_warps,
-        "num_stages": tuner.best_config.num_stages,
-    }
-    assert fresh_table.known() == {key: expected}
-    assert fresh_table.source(key) == "table"
+    qkv, cu, table = _qkv(sum(lengths), num_heads, head_dim, torch.float32), _cu(lengths), _table(num_heads)
+    with fresh_state.autotuning():  # what `bertfast tune` does
+        out = varlen_attention(qkv, cu, 33, num_heads, rel_bias=table)
+    _check_rel_bias(qkv, cu, num_heads, table, out, torch.float32, "rel-bias attention, autotuned")
+    key = (64, head_dim, "ieee", "float32", True)
+    known = fresh_state.known_configs(attention_module.KERNEL)
+    assert list(known) == [key] and known[key] in attention_module.CANDIDATE_CONFIGS(key)
+    assert fresh_state.config_source(attention_module.KERNEL, key) == "table"
     if interpreting():
-        assert expected == attention_module.ATTENTION_INTERPRETER_CONFIG
+        assert known[key] == attention_module.INTERPRETER_CONFIG
+
+
+# --------------------------------------------------------------------------- MPNet's relative-position bias
+@triton.jit
+def _buckets_kernel(rel_ptr, out_ptr, n, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr,
+                    LOG_SCALE: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    rel = tl.load(rel_ptr + offs, mask=ok)
+    tl.store(out_ptr + offs, attention_module._relative_bucket(rel, NUM_BUCKETS, MAX_DISTANCE, LOG_SCALE), mask=ok)
+
+
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (16, 64), (64, 256), (32, 64)])
+def test_relative_bucket_matches_transformers_at_every_distance(num_buckets, max_distance):
+    """The kernel's bucket of every distance in [-600, 600] is transformers' MPNet bucket (float32 log,
+    truncation and clamping included: the edges 8/16/32/64/128 of MPNet's 32 / 128 are exact)."""
+    rel = torch.arange(-600, 601, dtype=torch.int32, device=DEVICE)
+    expected = MPNetEncoder.relative_position_bucket(rel.long(), num_buckets, max_distance)
+    got = torch.full_like(rel, -1)
+    scale = attention_module._rel_log_scale(num_buckets, max_distance)
+    _buckets_kernel[(triton.cdiv(rel.numel(), 512),)](rel, got, rel.numel(), num_buckets, max_distance, scale, 512)
+    bad = (got.long() != expected).nonzero().flatten()
+    assert bad.numel() == 0, (
+        f"distances {rel[bad][:8].tolist()}: kernel {got[bad][:8].tolist()}, HF {expected[bad][:8]}"
+    )
+    ref = attention_module.relative_position_bucket_ref(rel.long(), num_buckets, max_distance)
+    assert torch.equal(ref, expected), "relative_position_bucket_ref"
+
+
+def _mpnet_attention(qkv, cu, num_heads, table):
+    """transformers' MPNet attention math per sequence in float64: softmax(Q K^T / sqrt(D) + bias) V with the
+    bias table[bucket(j - i), head] from transformers' own bucket function."""
+    x, H = qkv.double(), qkv.shape[1] // 3
+    D = H // num_heads
+    out = torch.empty(qkv.shape[0], H, dtype=torch.float64, device=qkv.device)
+    bounds = cu.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        S = end - start
+        if S == 0:
+            continue
+        q, k, v = (x[start:end, i * H : (i + 1) * H].view(S, num_heads, D).transpose(0, 1) for i in range(3))
+        pos = torch.arange(S, device=qkv.device)
+        bucket = MPNetEncoder.relative_position_bucket(pos[None, :] - pos[:, None], table.shape[0])  # [S, S]
+        scores = q @ k.transpose(1, 2) / math.sqrt(D) + table.double()[bucket].permute(2, 0, 1)  # [N, S, S]
+        out[start:end] = (torch.softmax(scores, -1) @ v).transpose(0, 1).reshape(S, H)
+    return out
+
+
+def _check_rel_bias(qkv, cu, num_heads, table, out, dtype, what):
+    ref = _mpnet_attention(qkv, cu, num_heads, table)
+    same = varlen_attention_ref(qkv, cu, num_heads, rel_bias=table, compute_dtype=dtype)  # torch's own ops in dtype
+    assert_within_torch_error(out, ref, same, dtype, what)
+
+
+def _table(num_heads, dtype=torch.float32, num_buckets=32):
+    return (3.0 * torch.randn(num_buckets, num_heads, device=DEVICE)).to(dtype)  # bias comparable to the scores
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [32, 64])
+@pytest.mark.parametrize("lengths", [[1, 33, 0, 127], [257, 9]], ids=["1-33-empty-127", "257 (past max_distance)-9"])
+def test_varlen_attention_rel_bias_matches_mpnet(dtype, head_dim, lengths):
+    """Every bucket edge (distances 7/8, 15/16, 127/128) and beyond max_distance in one ragged batch; the
+    long batch on 64 x 64 tiles (the GPU heuristic's, and fewer interpreter steps)."""
+    num_heads = 2
+    T = sum(lengths)
+    qkv, cu, table = _qkv(T, num_heads, head_dim, dtype), _cu(lengths), _table(num_heads, dtype)
+    out = torch.full((T, num_heads * head_dim), float("nan"), dtype=dtype, device=DEVICE)
+    config = {"BLOCK_M": 64, "BLOCK_N": 64} if max(lengths) > 128 else None
+    assert varlen_attention(qkv, cu, max(lengths), num_heads, rel_bias=table, out=out, config=config) is out
+    _check_rel_bias(qkv, cu, num_heads, table, out, dtype, f"rel-bias attention D={head_dim} lengths={lengths}")
+
+
+def test_varlen_attention_rel_bias_strided_inputs_and_other_tables():
+    """A column slice of qkv; a transposed view of an fp16 table (strides (1, 32)) under fp32 activations
+    (read as fp32); 64 buckets; an output view with NaN columns around it."""
+    lengths, num_heads, head_dim = [70, 1, 20], 3, 32
+    T, H = sum(lengths), num_heads * head_dim
+    qkv, cu = _qkv(T, num_heads, head_dim, torch.float32, extra_cols=24), _cu(lengths)
+    assert not qkv.is_contiguous()
+    for table in (_table(num_heads, num_buckets=64), _table(num_heads, torch.float16).t().contiguous().t()):
+        buf = torch.full((T, H + 8), float("nan"), device=DEVICE)
+        out = buf[:, 8:]
+        varlen_attention(qkv, cu, max(lengths), num_heads, rel_bias=table, out=out)
+        what = f"rel-bias attention, table {tuple(table.shape)} {table.dtype} strides {table.stride()}"
+        _check_rel_bias(qkv, cu, num_heads, table.float(), out, torch.float32, what)
+        assert torch.isnan(buf[:, :8]).all(), "wrote outside the output view"
+
+
+def test_varlen_attention_rel_bias_bad_inputs():
+    qkv, cu = _qkv(10, 2, 16, torch.float32), _cu([4, 6])
+    with pytest.raises(ValueError, match=r"rel_bias must be \[num_buckets >= 4, num_heads=2\]"):
+        varlen_attention(qkv, cu, 6, 2, rel_bias=torch.randn(32, 3, device=DEVICE))
+    with pytest.raises(ValueError, match="rel_bias must be 2-D"):
+        varlen_attention(qkv, cu, 6, 2, rel_bias=torch.randn(32, device=DEVICE))
+    with pytest.raises(TypeError, match="rel_bias must have dtype"):
+        varlen_attention(qkv, cu, 6, 2, rel_bias=torch.ones(32, 2, dtype=torch.int64, device=DEVICE))
+    with pytest.raises(TypeError, match="rel_bias must be a torch.Tensor"):
+        varlen_attention(qkv, cu, 6, 2, rel_bias=[[0.5] * 2] * 32)
+    with pytest.raises(ValueError, match="rel_bias is on meta"):
+        varlen_attention(qkv, cu, 6, 2, rel_bias=torch.randn(32, 2, device="meta"))
+    with pytest.raises(ValueError, match="max_distance must be an int > num_buckets // 4 = 8"):
+        varlen_attention(qkv, cu, 6, 2, rel_bias=torch.randn(32, 2, device=DEVICE), max_distance=8)
+    with pytest.raises(ValueError, match="max_distance must be an int"):
+        varlen_attention(qkv, cu, 6, 2, rel_bias=torch.randn(32, 2, device=DEVICE), max_distance=128.0)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or interpreting(), reason="needs a CUDA device (compiled kernels)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("head_dim", [64, 32, 80, 128])
-def test_varlen_attention_every_gpu_config(dtype, head_dim, fresh_table):
-    """Each autotune candidate on its own, on a ragged batch up to 512 tokens (BERT-base: 12 x 64)."""
+def test_varlen_attention_every_gpu_config(dtype, head_dim):
+    """Each tuning candidate on its own, with and without MPNet's bias, on a ragged batch up to 512 tokens
+    (BERT-base: 12 x 64), and the heuristic's config for each bucket."""
     lengths = [128, 1, 77, 512, 300, 129, 64]
     num_heads = 768 // head_dim if head_dim in (32, 64) else 4
     qkv = _qkv(sum(lengths), num_heads, head_dim, dtype)
-    cu = _cu(lengths)
-    for c in attention_module._prune_attention_configs(
-        attention_module.ATTENTION_GPU_CONFIGS, {"qkv_ptr": qkv, "SEQ_BUCKET": 512, "HEAD_DIM": head_dim}
-    ):
-        cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
-        out = torch.full((sum(lengths), num_heads * head_dim), float("nan"), dtype=dtype, device=DEVICE)
-        varlen_attention(qkv, cu, max(lengths), num_heads, out=out, config=cfg)
-        _check(qkv, cu, num_heads, out, dtype, f"attention config={cfg}")
+    cu, table = _cu(lengths), _table(num_heads, dtype)
+    precision = "ieee" if dtype == torch.float32 else "tf32"
+    for has_bias in (False, True):
+        key = attention_module.config_key(512, head_dim, precision, dtype, has_bias)
+        bias = table if has_bias else None
+        for cfg in attention_module.CANDIDATE_CONFIGS(key):
+            out = torch.full((sum(lengths), num_heads * head_dim), float("nan"), dtype=dtype, device=DEVICE)
+            varlen_attention(qkv, cu, max(lengths), num_heads, rel_bias=bias, out=out, config=cfg)
+            if has_bias:
+                _check_rel_bias(qkv, cu, num_heads, table, out, dtype, f"rel-bias attention config={cfg}")
+            else:
+                _check(qkv, cu, num_heads, out, dtype, f"attention config={cfg}")
     for max_seqlen in (16, 64, 128, 512):  # the heuristic's config for each bucket
         short = [min(n, max_seqlen) for n in lengths]
         cu_short = _cu(short)
         qkv_short = qkv[: sum(short)]
         out = varlen_attention(qkv_short, cu_short, max_seqlen, num_heads)
         _check(qkv_short, cu_short, num_heads, out, dtype, f"attention heuristic max_seqlen={max_seqlen}")
-    out = varlen_attention(qkv, cu, max(lengths), num_heads, autotune=True)  # Triton's autotuner
-    _check(qkv, cu, num_heads, out, dtype, "attention autotuned")

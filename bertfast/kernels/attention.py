@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from . import _utils
-from ._configs import ConfigTable
+from .state import LaunchState, launch_state
 
 _LOG2E = 1.4426950408889634
 
@@ -188,9 +188,11 @@ def _varlen_attention_fwd_kernel(
 
 # --------------------------------------------------------------------------------------------------
 # Launch configs: the device's launch state (a committed or tuned winner) or the one heuristic.
-# A key is (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name, HAS_REL_BIAS), SEQ_BUCKET being
+# KERNEL names them there; a key is (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name, HAS_REL_BIAS), SEQ_BUCKET being
 # max_seqlen rounded up to a power of two (>= 16).
 # --------------------------------------------------------------------------------------------------
+KERNEL = "varlen_attention"
+
 # The one small config the interpreter runs: 70-token sequences then cross several query and key
 # blocks, which the tests rely on.
 INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
@@ -274,7 +276,20 @@ def CANDIDATE_CONFIGS(key: tuple) -> list[dict]:  # noqa: N802 (a table-like nam
     return out
 
 
-ATTENTION_CONFIGS = ConfigTable("varlen_attention", lambda key, args: heuristic_config(key))
+def _tune(state: LaunchState, key: tuple, launch) -> dict:
+    """`bertfast tune` (inside `state.autotuning()`): time each candidate on this call's inputs and record
+    the fastest with put_config. A key that already has a measured config (committed, tuned) keeps it."""
+    if state.config_source(KERNEL, key) == "table":
+        return state.config(KERNEL, key, heuristic_config)
+    candidates = CANDIDATE_CONFIGS(key)
+    best = candidates[0]
+    if len(candidates) > 1:
+        import triton.testing  # CUDA-event timing, needed by `bertfast tune` only
+
+        times = [triton.testing.do_bench(lambda cfg=cfg: launch(cfg)) for cfg in candidates]
+        best = candidates[times.index(min(times))]
+    state.put_config(KERNEL, key, best)
+    return best
 
 
 def config_key(max_seqlen: int, head_dim: int, input_precision: str, dtype: torch.dtype, has_rel_bias: bool) -> tuple:
@@ -385,9 +400,10 @@ def varlen_attention(
     out: optional [T, H] buffer (qkv's dtype, unit column stride). input_precision: None -> "ieee" for
     fp32 operands, "tf32" (ignored by fp16 / bf16 dots) else.
 
-    The launch config is the device's tuned or committed one for the key, else `heuristic_config`;
-    nothing is benchmarked here. `config` ({"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}) overrides
-    it for this call (how `bertfast tune` times CANDIDATE_CONFIGS).
+    The launch config is `launch_state(device).config(KERNEL, key, heuristic_config)`: a tuned or
+    committed one for the key, else the heuristic's; nothing is benchmarked, except inside the state's
+    `autotuning()` (`bertfast tune`), where CANDIDATE_CONFIGS are timed and the winner put there.
+    `config` ({"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}) overrides it for this call.
     """
     T, H, num_heads, D = _check_qkv(qkv, cu_seqlens, num_heads)
     max_seqlen = _as_int("max_seqlen", max_seqlen)
@@ -421,14 +437,20 @@ def varlen_attention(
     if batch > 65535:
         raise ValueError(f"at most 65535 sequences per call, got {batch}")
 
-    if config is None:
-        config = ATTENTION_CONFIGS.lookup(config_key(max_seqlen, D, input_precision, qkv.dtype, rel_bias is not None))
     block_d = _block_d(D)
-    grid = (-(-max_seqlen // config["BLOCK_M"]), num_heads, batch)  # cdiv without triton's wrapper
-    _varlen_attention_fwd_kernel[grid](
-        qkv, cu_seqlens, out, qkv.stride(0), qkv.stride(1), out.stride(0), H, scale * _LOG2E, *bias_args,  #
-        HEAD_DIM=D, BLOCK_D=block_d, MASK_D=D != block_d, INPUT_PRECISION=input_precision, **bias_flags, **config,  #
-    )  # fmt: skip
+
+    def launch(cfg: dict) -> None:
+        grid = (-(-max_seqlen // cfg["BLOCK_M"]), num_heads, batch)  # cdiv without triton's wrapper
+        _varlen_attention_fwd_kernel[grid](
+            qkv, cu_seqlens, out, qkv.stride(0), qkv.stride(1), out.stride(0), H, scale * _LOG2E, *bias_args,  #
+            HEAD_DIM=D, BLOCK_D=block_d, MASK_D=D != block_d, INPUT_PRECISION=input_precision, **bias_flags, **cfg,  #
+        )  # fmt: skip
+
+    if config is None:
+        state = launch_state(device)
+        key = config_key(max_seqlen, D, input_precision, qkv.dtype, rel_bias is not None)
+        config = _tune(state, key, launch) if state.autotune else state.config(KERNEL, key, heuristic_config)
+    launch(config)
     return out
 
 
