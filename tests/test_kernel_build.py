@@ -126,15 +126,18 @@ def test_kernels_compile_for_hopper():
             assert wgmma == (dt != "fp32" and c["BLOCK_M"] >= 64), ("gemm wgmma", dt, c)
             print("gemm", dt, c["BLOCK_M"], c["BLOCK_N"], smem)
 
-        for dt, d, cfg in [("fp16", 64, attn.ATTENTION_GPU_CONFIGS[0]), ("bf16", 80, attn.ATTENTION_GPU_CONFIGS[-2]),
-                           ("fp32", 32, attn.ATTENTION_GPU_CONFIGS[-1])]:
+        NAMES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+        for dt, d, bias in [("fp16", 64, True), ("bf16", 80, False), ("fp32", 32, True)]:  # bias: MPNet's
             bd = triton.next_power_of_2(d)
+            prec = "ieee" if dt == "fp32" else "tf32"
+            cfg = attn.heuristic_config((512, d, prec, NAMES[dt], bias))
             sig = {"qkv_ptr": "*" + dt, "cu_seqlens_ptr": "*i32", "out_ptr": "*" + dt, "stride_qkv_t": "i32",
                    "stride_qkv_c": "i32", "stride_out_t": "i32", "hidden": "i32", "qk_scale": "fp32",
-                   "SEQ_BUCKET": "i32"}
+                   "bias_ptr": "*" + dt, "stride_bias_b": "i32", "stride_bias_h": "i32"}
+            rel = dict(HAS_REL_BIAS=True, NUM_BUCKETS=32, MAX_DISTANCE=128, REL_LOG_SCALE=attn._rel_log_scale(32, 128))
             smem, _ = build(attn._varlen_attention_fwd_kernel, sig, dict(
-                HEAD_DIM=d, BLOCK_D=bd, MASK_D=d != bd, INPUT_PRECISION="ieee" if dt == "fp32" else "tf32",
-                **cfg.kwargs), cfg.num_warps, cfg.num_stages)
+                HEAD_DIM=d, BLOCK_D=bd, MASK_D=d != bd, INPUT_PRECISION=prec, **(rel if bias else attn._NO_REL_BIAS),
+                BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"]), cfg["num_warps"], cfg["num_stages"])
             assert smem <= 227 * 1024, ("attention", dt, d, cfg, smem)  # what one block may use on sm_90
             print("attention", dt, d, smem)
 
@@ -186,42 +189,42 @@ def build(fn, sig, consts, num_warps, num_stages, aligned):
 
 def test_attention_configs_compile_and_fit_on_hopper():
     """Every tile the attention heuristic can pick (buckets 16-1024; fp16 at head dims 64 / 80 / 128,
-    bf16 at 64, fp32 at 32 / 128) and every autotune candidate the pruning keeps for head dim 128
-    compiles for sm_90 and fits one block's shared memory (~35 compiles, ~30 s with a cold cache)."""
+    bf16 at 64, fp32 at 32 / 128; with MPNet's bias at 64) and every tuning candidate for head dim 128
+    compiles for sm_90 and fits one block's shared memory (~40 compiles, ~30 s with a cold cache)."""
     out = _run(
         _HOPPER_BUILD
         + f"LIMIT = {HOPPER_SMEM_PER_BLOCK}\n"
         + textwrap.dedent(
             """
-            import torch
             from bertfast.kernels import attention as attn
-            from bertfast.kernels._configs import from_triton
 
             SIG = {"cu_seqlens_ptr": "*i32", "stride_qkv_t": "i32", "stride_qkv_c": "i32",
-                   "stride_out_t": "i32", "hidden": "i32", "qk_scale": "fp32", "SEQ_BUCKET": "i32"}
+                   "stride_out_t": "i32", "hidden": "i32", "qk_scale": "fp32", "bias_ptr": "*fp32",
+                   "stride_bias_b": "i32", "stride_bias_h": "i32"}
             ALIGNED = {"qkv_ptr", "out_ptr", "cu_seqlens_ptr", "stride_qkv_t", "stride_out_t", "hidden"}
-            ELEM = {"fp16": 2, "bf16": 2, "fp32": 4}
-            TORCH = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+            NAMES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+            REL = dict(HAS_REL_BIAS=True, NUM_BUCKETS=32, MAX_DISTANCE=128, REL_LOG_SCALE=attn._rel_log_scale(32, 128))
             todo = {}
             HEAD_DIMS = {"fp16": (64, 80, 128), "bf16": (64,), "fp32": (32, 128)}  # 80: masked head columns
             for dt in ("fp16", "bf16", "fp32"):
+                prec = "ieee" if dt == "fp32" else "tf32"
                 for d in HEAD_DIMS[dt]:
-                    for bucket in (16, 32, 64, 128, 256, 512, 1024):
-                        cfg = attn.gpu_attention_config(bucket, d, ELEM[dt])
-                        todo[(dt, d, tuple(sorted(cfg.items())))] = "heuristic"
+                    for bias in (False, True) if d == 64 else (False,):
+                        for bucket in (16, 32, 64, 128, 256, 512, 1024):
+                            cfg = attn.heuristic_config((bucket, d, prec, NAMES[dt], bias))
+                            todo[(dt, d, bias, tuple(sorted(cfg.items())))] = "heuristic"
                 if dt != "bf16":
-                    qkv = torch.empty(1, 1, dtype=TORCH[dt])
-                    for c in attn._prune_attention_configs(
-                            attn.ATTENTION_GPU_CONFIGS, {"qkv_ptr": qkv, "SEQ_BUCKET": 512, "HEAD_DIM": 128}):
-                        todo.setdefault((dt, 128, tuple(sorted(from_triton(c).items()))), "autotune")
+                    for cfg in attn.CANDIDATE_CONFIGS((512, 128, prec, NAMES[dt], False)):
+                        todo.setdefault((dt, 128, False, tuple(sorted(cfg.items()))), "candidate")
             worst = 0
-            for (dt, d, items), source in sorted(todo.items()):
+            for (dt, d, bias, items), source in sorted(todo.items()):
                 cfg = dict(items)
                 bd = attn._block_d(d)
                 smem = build(attn._varlen_attention_fwd_kernel, dict(SIG, qkv_ptr="*" + dt, out_ptr="*" + dt), dict(
                     HEAD_DIM=d, BLOCK_D=bd, MASK_D=d != bd, INPUT_PRECISION="ieee" if dt == "fp32" else "tf32",
-                    BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"]), cfg["num_warps"], cfg["num_stages"], ALIGNED)
-                assert smem <= LIMIT, (source, dt, d, cfg, smem)
+                    **(REL if bias else attn._NO_REL_BIAS), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"]),
+                    cfg["num_warps"], cfg["num_stages"], ALIGNED)
+                assert smem <= LIMIT, (source, dt, d, bias, cfg, smem)
                 worst = max(worst, smem)
             print("attention configs", len(todo), "max shared", worst)
             """
