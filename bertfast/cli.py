@@ -1,4 +1,9 @@
-"""`bertfast encode | embed | bench | tune | info` from a shell (also `python -m bertfast ...`)."""
+"""`bertfast encode | embed | serve | bench | tune | info` from a shell (also `python -m bertfast ...`).
+
+Every command exits with the codes of bertfast/exit_codes.py: 0 done, 1 failed on what it was given
+(model folder, checkpoint, input file), 2 a command line that cannot run as written (argparse's usage
+errors, an option that does not apply, a device or package this machine lacks).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import sys
 
 from . import __version__
 from ._dtypes import DTYPE_NAMES, parse_dtype
+from .exit_codes import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 
 
 def _dtype_arg(name: str):
@@ -41,28 +47,24 @@ def cmd_encode(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if texts == ["-"] or not texts:
         if sys.stdin.isatty() and not texts:
-            print(
-                "bertfast encode: give sentences as arguments, or '-' to read one per line from stdin", file=sys.stderr
-            )
-            return 2
+            raise UsageError("give sentences as arguments, or '-' to read one per line from stdin")
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     device = args.device
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            print("bertfast encode: --device cuda, but no CUDA device is available", file=sys.stderr)
-            return 2
+            raise UsageError("--device cuda, but no CUDA device is available")
     encoder = SentenceEncoder.from_pretrained(args.model, device=device, dtype=args.dtype, backend=args.backend)
     emb = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=_show_progress(args))
     if args.json:
         json.dump([[float(x) for x in row] for row in emb], sys.stdout)
         sys.stdout.write("\n")
-        return 0
+        return EXIT_OK
     for text, row in zip(texts, emb):
         head = ", ".join(f"{x:+.4f}" for x in row[:6])
         print(f"{text}\n  dim={row.shape[0]} norm={float((row**2).sum() ** 0.5):.4f} [{head}, ...]")
-    return 0
+    return EXIT_OK
 
 
 def info() -> dict:
@@ -112,7 +114,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     data = info()
     if args.json:
         print(json.dumps(data, indent=2))
-        return 0
+        return EXIT_OK
     for key, value in data.items():
         if isinstance(value, dict):
             print(f"{key}:")
@@ -120,28 +122,27 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"  {k}: {v}")
         else:
             print(f"{key}: {value}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     import torch
 
+    from .config import PUBLISHED_CONFIGS, BertConfig
     from .modeling import BertModel
     from .runtime import tune
 
-    if not torch.cuda.is_available():
-        print("bertfast tune: needs a CUDA device (it autotunes the kernels and captures CUDA graphs)", file=sys.stderr)
-        return 2
-    dtype = args.dtype
-    if args.model in ("bert-base", "bert-large"):
-        from .config import PUBLISHED_CONFIGS, BertConfig
-
-        torch.manual_seed(0)  # seeded random weights: tuning depends on shapes, not values
-        model = BertModel(BertConfig(**PUBLISHED_CONFIGS[args.model]))
-    else:
+    model = None
+    if args.model not in PUBLISHED_CONFIGS:  # a folder: a bad one is reported (exit 1) before the device
         from .sentence import default_model_dir
 
         model = BertModel.from_pretrained(args.model if args.model != "minilm" else default_model_dir())
+    if not torch.cuda.is_available():
+        raise UsageError("needs a CUDA device (it autotunes the kernels and captures CUDA graphs)")
+    dtype = args.dtype
+    if model is None:
+        torch.manual_seed(0)  # seeded random weights: tuning depends on shapes, not values
+        model = BertModel(BertConfig(**PUBLISHED_CONFIGS[args.model]))
     rows = tune(
         model.to(dtype),
         max_tokens=args.max_tokens,
@@ -156,7 +157,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"tuned configs written to {last['cache']}; graphs hold {last['graph_memory_mb']} MiB")
     if "gemm_table" in last:
         print(f"GEMM choice table written to {last['gemm_table']}")
-    return 0
+    return EXIT_OK
 
 
 def _add_encode(sub) -> None:
@@ -204,8 +205,7 @@ def _add_encode(sub) -> None:
 
 
 def _embed_unavailable(args: argparse.Namespace) -> int:
-    print("bertfast embed: this installation has no bertfast.embed module", file=sys.stderr)
-    return 2
+    raise UsageError("this installation has no bertfast.embed module")
 
 
 def _add_embed(sub) -> None:
@@ -240,16 +240,35 @@ def _add_serve(sub) -> None:
 
 
 def _add_info(sub) -> None:
-    i = sub.add_parser("info", help="versions, devices, and which backends can run here")
+    i = sub.add_parser(
+        "info",
+        help="versions, devices, and which backends can run here",
+        description="Print the versions of bertfast and its dependencies, the CUDA devices, and which "
+        "backends (torch, Triton on CUDA, the Triton interpreter on the CPU) can run on this machine.",
+    )
     i.add_argument("--json", action="store_true", help="print the report as one JSON object")
     i.set_defaults(func=cmd_info)
 
 
 def _add_tune(sub) -> None:
-    t = sub.add_parser("tune", help="autotune the kernels and capture CUDA graphs per token bucket (GPU)")
-    t.add_argument("--model", default="minilm", help="minilm (embedded), bert-base, bert-large, or a model directory")
-    t.add_argument("--max-tokens", type=_positive_int, default=4096, help="largest token bucket to prepare")
-    t.add_argument("--seq-len", type=_positive_int, default=128, help="sequence length of the tuning batches")
+    t = sub.add_parser(
+        "tune",
+        help="autotune the kernels and capture CUDA graphs per token bucket (GPU)",
+        description="On a CUDA device: run Triton's autotuner for every kernel shape of the model's token "
+        "buckets, write the winners to the user cache (~/.cache/bertfast/tuned-<gpu>.json, used by later "
+        "runs on the same GPU, triton and kernel sources), and print the graph replay time per bucket.",
+    )
+    t.add_argument(
+        "--model",
+        default="minilm",
+        help="minilm (embedded), bert-base, bert-large (seeded random weights), or a model directory (default: minilm)",
+    )
+    t.add_argument(
+        "--max-tokens", type=_positive_int, default=4096, help="largest token bucket to prepare (default: 4096)"
+    )
+    t.add_argument(
+        "--seq-len", type=_positive_int, default=128, help="sequence length of the tuning batches (default: 128)"
+    )
     t.add_argument(
         "--dtype",
         default="float16",
@@ -284,16 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def exit_code(error: BaseException) -> int:
+    """The exit code of a command that raised `error`: EXIT_USAGE when the command line cannot run as
+    written (a UsageError, an optional package missing), EXIT_FAILED for what it was given."""
+    return EXIT_USAGE if isinstance(error, (UsageError, ImportError)) else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except BrokenPipeError:  # `bertfast info --json | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as e:
+        return EXIT_BROKEN_PIPE
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError) as e:
         print(f"bertfast {args.command}: {e}", file=sys.stderr)
-        return 1
+        return exit_code(e)
 
 
 if __name__ == "__main__":

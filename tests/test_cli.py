@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import torch
 import bertfast
 from bertfast._dtypes import DTYPE_NAMES, dtype_name, parse_dtype
 from bertfast.cli import build_parser, main
+from bertfast.exit_codes import EXIT_FAILED, EXIT_USAGE
 
 from .helpers import ATOL, assert_close
 
@@ -27,6 +29,11 @@ def reference(minilm_dir):
     """sentence-transformers' own embeddings of TEXTS."""
     st = pytest.importorskip("sentence_transformers")
     return st.SentenceTransformer(minilm_dir, device="cpu").encode(TEXTS)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -95,6 +102,63 @@ def test_encode_reports_a_missing_model_dir(capsys, tmp_path):
     assert rc == 1 and "does not exist" in err
 
 
+# ------------------------------------------------------------------------------- one exit code per kind of error
+
+
+def _bad_model_dir(tmp_path) -> str:
+    """A folder that looks like a model and is not one: a config.json that is not JSON."""
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{ not json", encoding="utf-8")
+    return str(folder)
+
+
+@pytest.mark.parametrize("where", ["missing", "malformed"])
+@pytest.mark.parametrize("command", ["encode", "embed", "tune"])
+def test_a_bad_model_path_exits_with_the_same_code_in_every_command(capsys, tmp_path, command, where):
+    model = str(tmp_path / "missing") if where == "missing" else _bad_model_dir(tmp_path)
+    (tmp_path / "in.txt").write_text("one text\n", encoding="utf-8")
+    argv = {
+        "encode": ["encode", "--model", model, "hi"],
+        "embed": ["embed", str(tmp_path / "in.txt"), str(tmp_path / "out"), "--model", model, "--quiet"],
+        "tune": ["tune", "--model", model, "--quiet"],
+    }[command]
+    rc, _, err = run(capsys, *argv)
+    assert rc == EXIT_FAILED, err
+    assert err.startswith(f"bertfast {command}: ") and os.path.basename(model) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["encode", "--batch-size", "0", "hi"],
+        ["embed", "in.txt", "out", "--shard-size", "x"],
+        ["tune", "--max-tokens", "-3"],
+        ["info", "--jsn"],
+        ["bench", "--device", "tpu"],
+        ["nonsense"],
+    ],
+)
+def test_usage_errors_exit_2_in_every_command(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == EXIT_USAGE
+    assert "usage: bertfast" in capsys.readouterr().err
+
+
+def test_options_that_do_not_apply_are_usage_errors(capsys, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"text": "a"}\n', encoding="utf-8")
+    (tmp_path / "in.txt").write_text("a\n", encoding="utf-8")
+    rc, _, err = run(capsys, "embed", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--column", "text")
+    assert rc == EXIT_USAGE and "column 'text' applies to .parquet input only" in err and "in.jsonl" in err, err
+    rc, _, err = run(capsys, "embed", str(tmp_path / "in.txt"), str(tmp_path / "out"), "--field", "body")
+    assert rc == EXIT_USAGE and "field 'body' applies to .jsonl input only" in err, err
+    rc, _, err = run(capsys, "embed", str(tmp_path / "in.txt"), str(tmp_path / "out"), "--batch-size", "0")
+    assert rc == EXIT_USAGE and "batch_size must be a positive integer" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------- info, tune, help, version
 
 
@@ -113,16 +177,22 @@ def test_tune_without_cuda_says_why(capsys):
     assert rc == 2 and "needs a CUDA device" in err
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
-
-
-@pytest.mark.parametrize("command", ["encode", "info", "tune"])
+@pytest.mark.parametrize("command", sorted(_subparsers(build_parser())))
 def test_every_option_has_help(command):
     sub = _subparsers(build_parser())[command]
     for action in sub._actions:
         assert action.help and action.help.strip(), f"bertfast {command} {action.option_strings or action.dest}"
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers(build_parser())))
+def test_every_subcommand_has_a_description(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    description = _subparsers(build_parser())[command].description
+    assert description and len(description.split()) >= 8, f"bertfast {command}: a sentence saying what it does"
+    assert " ".join(description.split()[:4]) in " ".join(out.split())
 
 
 def test_version_in_process(capsys):

@@ -20,9 +20,11 @@ import pytest
 import torch
 
 import bertfast.embed as embed_mod
+from bertfast.cli import main as cli_main
 from bertfast.embed import add_arguments, embed_corpus, run_cli
 from bertfast.embed.ray_job import SCRATCH, adopt_finished
 from bertfast.embed.store import MANIFEST, SUCCESS, OutputDir
+from bertfast.exit_codes import EXIT_FAILED, EXIT_USAGE, UsageError
 from bertfast.sentence import SentenceEncoder
 
 from .helpers import EMBED_ATOL_FP32, assert_close
@@ -478,15 +480,34 @@ def test_bad_arguments(tmp_path, minilm_dir):
 
 
 def test_cli_reports_bad_input_and_missing_ray(tmp_path, capsys, monkeypatch):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    assert run_cli(parser.parse_args([str(tmp_path / "absent.txt"), str(tmp_path / "out")])) == 2
+    # a bad input is EXIT_FAILED, as a bad model folder is in every command; a missing extra is EXIT_USAGE
+    assert cli_main(["embed", str(tmp_path / "absent.txt"), str(tmp_path / "out")]) == EXIT_FAILED
     assert "input_path" in capsys.readouterr().err
 
     (tmp_path / "in.txt").write_text("a\n", encoding="utf-8")
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
-    assert run_cli(parser.parse_args([str(tmp_path / "in.txt"), str(tmp_path / "out"), "--ray", "auto"])) == 2
+    assert cli_main(["embed", str(tmp_path / "in.txt"), str(tmp_path / "out"), "--ray", "auto"]) == EXIT_USAGE
     assert "pip install 'bertfast[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value"),
+    [
+        ("in.jsonl", "column", "text"),
+        ("in.txt", "column", "body"),
+        ("in.txt", "field", "text"),
+        ("in.parquet", "field", "t"),
+    ],
+)
+def test_an_option_of_another_format_is_refused(tmp_path, minilm_dir, name, option, value):
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.table({"text": ["a", "b"]}), path)
+    else:
+        path.write_text('{"text": "a"}\n' if name.endswith(".jsonl") else "a\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=rf"{option} '{value}' applies to \.\w+ input only; input_path .*{name}"):
+        embed_corpus(path, tmp_path / "out", model_dir=minilm_dir, **{option: value})
     assert not (tmp_path / "out").exists()
 
 
@@ -511,7 +532,7 @@ def test_every_option_has_help_and_store_flags_exclude_each_other():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-def test_ray_local_mode_matches_encode(tmp_path, minilm_dir, encoder):
+def test_ray_local_mode_matches_encode_and_quiet_prints_nothing(tmp_path, minilm_dir, encoder, capfd, monkeypatch):
     try:
         import ray
         import ray.data
@@ -521,13 +542,19 @@ def test_ray_local_mode_matches_encode(tmp_path, minilm_dir, encoder):
     texts = random_texts(rng, 67)
     with open(tmp_path / "in.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    ray_env = {k: os.environ.get(k) for k in ("RAY_DATA_LOG_LEVEL", "RAY_BACKEND_LOG_LEVEL")}
+    capfd.readouterr()
+    try:  # the job starts its own local Ray, as `bertfast embed --ray auto --quiet` does
         summary = embed_corpus(
             tmp_path / "in.jsonl", tmp_path / "out", model_dir=minilm_dir, shard_size=23, ray="auto", quiet=True
         )
+        printed = capfd.readouterr()
     finally:
         ray.shutdown()
+    assert printed.out == "" and printed.err == "", "quiet: nothing from Ray (Python loggers, C++ core worker)"
+    assert {k: os.environ.get(k) for k in ray_env} == ray_env, "the environment is restored after the run"
 
     table = read_output(tmp_path / "out")
     assert_schema(table)

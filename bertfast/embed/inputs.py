@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exit_codes import UsageError
+
 FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".parquet": "parquet"}
+TEXT_OPTIONS = {"field": "jsonl", "column": "parquet"}  # the option that says where a format's text is
 _CHUNK = 1 << 20
 
 
@@ -61,9 +64,10 @@ class CorpusInput:
         }
 
 
-def open_input(input_path: str | os.PathLike, *, field: str = "text", column: str = "text") -> CorpusInput:
+def open_input(input_path: str | os.PathLike, *, field: str | None = None, column: str | None = None) -> CorpusInput:
     """Check the input before anything is written: it exists, is readable, has a known format, the
-    field/column is there, and it holds at least one text. Raises FileNotFoundError / ValueError."""
+    field (.jsonl; default "text") or column (.parquet; default "text") is there, and it holds at least
+    one text. Raises FileNotFoundError / ValueError, and UsageError for an option of another format."""
     path = os.path.abspath(os.fspath(input_path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"input_path {path!r} does not exist")
@@ -75,6 +79,13 @@ def open_input(input_path: str | os.PathLike, *, field: str = "text", column: st
             f"input_path {path!r}: unknown extension {ext or '(none)'!r}; expected one of {sorted(FORMATS)}"
         )
     fmt = FORMATS[ext]
+    for name, value in (("field", field), ("column", column)):
+        if value is not None and TEXT_OPTIONS[name] != fmt:
+            raise UsageError(
+                f"{name} {value!r} applies to .{TEXT_OPTIONS[name]} input only; input_path {path!r} is .{fmt}"
+            )
+    field = "text" if field is None else field
+    column = "text" if column is None else column
     try:
         with open(path, "rb") as f:
             f.read(1)

@@ -17,8 +17,11 @@ must be reachable under the same paths from every node (a shared file system).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -77,19 +80,66 @@ class ShardEmbedder:
         return table.append_column("shard", pa.array(ids // self.shard_size, type=pa.int64()))
 
 
+@contextlib.contextmanager
+def ray_silenced(enabled: bool):
+    """While enabled, Ray prints nothing but what ends the run as an exception: its Python loggers ("ray",
+    and "ray.data", whose level Ray Data re-reads from RAY_DATA_LOG_LEVEL at every execution) are held
+    at ERROR and the C++ core worker's log (RAY_BACKEND_LOG_LEVEL) at fatal. Restored afterwards."""
+    if not enabled:
+        yield
+        return
+    env = {"RAY_DATA_LOG_LEVEL": "ERROR", "RAY_BACKEND_LOG_LEVEL": "fatal"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    saved_levels = [logger.level for logger in loggers]
+    os.environ.update(env)
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for logger, level in zip(loggers, saved_levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stderr_discarded():
+    """File descriptor 2 to /dev/null: the C++ core worker announces its log level there while it starts,
+    whatever the level. A failed start still raises, with its message, in Python."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def connect(address: str, quiet: bool):
     """`auto`: the running cluster if there is one (RAY_ADDRESS, or one started with `ray start` here),
-    else a new local Ray; anything else is a cluster address. Reuses a Ray already initialised."""
+    else a new local Ray; anything else is a cluster address. Reuses a Ray already initialised.
+    quiet: no worker logs on the driver, no Ray Data progress bars, nothing from starting (run it under
+    ray_silenced for the rest)."""
     ray = import_ray()
     if not ray.is_initialized():
-        if address.startswith("ray://"):  # Ray Client: the cluster's own settings apply
-            ray.init(address=address)
-        else:
-            ray.init(
-                address=None if address == "auto" else address,
-                include_dashboard=False,
-                log_to_driver=not quiet,
-            )
+        level = logging.ERROR if quiet else logging.INFO
+        with _stderr_discarded() if quiet else contextlib.nullcontext():
+            if address.startswith("ray://"):  # Ray Client: the cluster's own settings apply
+                ray.init(address=address, logging_level=level)
+            else:
+                ray.init(
+                    address=None if address == "auto" else address,
+                    include_dashboard=False,
+                    log_to_driver=not quiet,
+                    logging_level=level,
+                )
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
     return ray
 
@@ -203,6 +253,11 @@ def run_ray(
     on_done: Callable[[int], None],
 ) -> int:
     """Embed the unfinished shards on Ray; returns how many shards were computed."""
+    with ray_silenced(quiet):
+        return _run_ray(shards, out, settings, dim, address, device, shard_size, quiet, on_done)
+
+
+def _run_ray(shards, out: OutputDir, settings: EncodeSettings, dim: int, address, device, shard_size, quiet, on_done):
     ray = connect(address, quiet)
     pool = actor_pool(ray, device)
     staged = stage(shards, out, dim, settings, on_done)
