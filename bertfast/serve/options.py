@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only; 0.0.0.0 for all)"
     )
-    p.add_argument("--port", type=_port, default=8080, help="TCP port (default: 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="the TCP port (default: 8080)")
     p.add_argument(
         "--device",
         default="auto",
