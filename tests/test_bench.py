@@ -195,6 +195,11 @@ def test_cli_parser(monkeypatch, tmp_path):
             "--no-st",
             "--runtime-model",
             "minilm",
+            "--cases",
+            "1x128",
+            "uniform:32x128",
+            "--runtime-budget-s",
+            "90",
         ]
     )
     seen = {}
@@ -212,8 +217,61 @@ def test_cli_parser(monkeypatch, tmp_path):
     o = seen["opts"]
     assert o.models == ["minilm"] and o.batches == [1, 2, 4] and o.seqs == [16] and o.device == "cpu" and o.quick
     assert o.profile and o.runtime and o.minilm_dir == "/x" and o.st is False and o.runtime_model == "minilm"
+    assert o.cases == [("fixed", 1, 128), ("varlen-uniform", 32, 128)] and o.runtime_budget_s == 90
     defaults = p.parse_args(["bench", "--device", "cpu"])
     assert defaults.st is None and not defaults.profile and not defaults.runtime  # st follows the models
+
+
+def test_cli_cases(monkeypatch):
+    from bertfast.bench.cli import _case
+
+    assert _case("32x128") == ("fixed", 32, 128) and _case("fixed:1x16") == ("fixed", 1, 16)
+    assert _case("uniform:32x128") == ("varlen-uniform", 32, 128)
+    assert _case("sentences:8x64") == ("varlen-sentences", 8, 64)
+    for bad in ("32", "32x", "0x128", "gaussian:2x16", "2x16x3", "ax16"):
+        with pytest.raises(argparse.ArgumentTypeError, match="BATCHxSEQ"):
+            _case(bad)
+    opts = bench.BenchOptions(
+        models=["tiny"],
+        device="cpu",
+        engines=["hf-sdpa"],
+        cases=[("fixed", 3, 33), ("varlen-uniform", 2, 17), ("fixed", 1, 999)],  # 999 > the model's 128 positions
+        quick=True,
+        n_sets=1,
+        rounds=1,
+        min_reps=1,
+        max_reps=1,
+        target_s=0.001,
+        progress=False,
+        threads=1,
+    )
+    rep = bench.run(opts)
+    assert [(r["lengths"], r["batch"], r["seq"]) for r in rep["results"]] == [
+        ("fixed", 3, 33),
+        ("varlen-uniform", 2, 17),
+    ]
+
+
+def test_cli_says_where_it_wrote(monkeypatch, tmp_path, capsys):
+    from bertfast import bench_cli
+
+    p = argparse.ArgumentParser(prog="bertfast")
+    bench_cli.register(p.add_subparsers(dest="command", required=True))
+    monkeypatch.chdir(tmp_path)
+    rep = {"device": "x", "date": "2026-01-01T00:00:00", "peak": {}, "results": [], "skipped": []}
+    monkeypatch.setattr(bench, "run", lambda opts: rep)
+    monkeypatch.setattr(bench, "markdown", lambda rep: "table")
+    monkeypatch.setattr(
+        bench, "write_reports", lambda rep, out, with_plot=True: {k: f"{out}/r.{k}" for k in ("json", "md", "png")}
+    )
+    args = p.parse_args(["bench", "--device", "cpu"])  # no --out: benchmarks/results under the current directory
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    where = tmp_path / "benchmarks" / "results"
+    assert f"bench: writing reports to {where}" in err and f"wrote {where}/r.json, {where}/r.md, {where}/r.png" in err
+    with pytest.raises(SystemExit, match="--append"):
+        args = p.parse_args(["bench", "--device", "cpu", "--runtime-only"])
+        args.func(args)
 
 
 def test_engine_failing_at_first_call_is_dropped_for_the_model(monkeypatch):

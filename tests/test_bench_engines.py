@@ -33,6 +33,20 @@ def test_engine_matches_hf_eager_on_cpu(name):
     assert_close(out, ref, MODEL_ATOL_FP32, what=f"{name} vs HF eager, real positions")
 
 
+def test_default_engines_are_each_alternatives_strongest():
+    # A fair "vs best peer": torch.compile is a default peer on every device, with CUDA graphs on CUDA.
+    assert bench.DEFAULT_ENGINES["cpu"] == ["bertfast", "hf-sdpa", "torch-compile"]
+    assert bench.DEFAULT_ENGINES["cuda"] == [
+        "bertfast",
+        "bertfast-graphs",
+        "hf-eager",
+        "hf-sdpa",
+        "torch-compile-cudagraphs",
+    ]
+    for device, names in bench.DEFAULT_ENGINES.items():
+        assert all(device in bench.engine(n).devices for n in names)
+
+
 def test_engine_table():
     names = [e.name for e in bench.ENGINES]
     assert "torch-compile-cudagraphs" in names and "torch-compile-cudagraphs" in bench.DEFAULT_ENGINES["cuda"]

@@ -62,6 +62,7 @@ def test_runtime_section_runs_threads_in_a_fresh_process():
     assert rt["cold_start_s"] == {"skipped": "needs CUDA"}
     assert rt["threads_ok"] == {
         "threads": 4,
+        "streams": 0,  # a stream per thread on CUDA only
         "calls": 160,
         "mismatches": 0,
         "max_abs_err": rt["probes"]["threads"]["max_abs_err"],
@@ -69,3 +70,14 @@ def test_runtime_section_runs_threads_in_a_fresh_process():
     assert rt["probes"]["threads"]["probe"] == "threads" and rt["probes"]["threads"]["wall_s"] > 0
     assert rt["probes"]["threads"]["max_abs_err"] <= SUM_ORDER_ATOL_FP32
     assert rt["new_bucket_s"] == {"skipped": "not run"} and "host_us_per_call" in rt["method"]
+
+
+def test_runtime_budget_is_shared_by_the_probes():
+    with pytest.raises(ValueError, match="budget_s"):
+        runtime.runtime_section("cpu", "float32", model_name="tiny", replay_model="tiny", budget_s=0)
+    # Under 5 s left: the probe is reported as not run instead of being started and cut.
+    rt = runtime.runtime_section(
+        "cpu", "float32", model_name="tiny", replay_model="tiny", probes=("threads",), budget_s=4
+    )
+    assert rt["threads_ok"] == {"skipped": "not run: the runtime budget of 4 s was spent"}
+    assert rt["probes"]["threads"]["wall_s"] is None

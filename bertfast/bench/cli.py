@@ -27,6 +27,21 @@ def _ints(text: str) -> list[int]:
     return vals
 
 
+CASE_KINDS = ("fixed", "uniform", "bimodal", "sentences")
+
+
+def _case(text: str) -> tuple[str, int, int]:
+    """'32x128' (fixed) or 'KIND:BxS' with KIND one of CASE_KINDS -> (kind, batch, seq) of the runner."""
+    kind, _, shape = text.rpartition(":")
+    kind = kind or "fixed"
+    b, _, s = shape.partition("x")
+    if kind not in CASE_KINDS or not (b.isdigit() and s.isdigit()) or min(int(b), int(s)) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected BATCHxSEQ or KIND:BATCHxSEQ (KIND one of {', '.join(CASE_KINDS)}), got {text!r}"
+        )
+    return (kind if kind == "fixed" else f"varlen-{kind}", int(b), int(s))
+
+
 def _flatten(values):
     if values is None:
         return None
@@ -79,6 +94,10 @@ def options_from_args(args: argparse.Namespace):
     for name in ("n_sets", "threads", "target_s", "minilm_dir", "st", "st_sentences", "runtime_timeout_s"):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
+    if args.cases:
+        opts.cases = _flatten(args.cases)
+    if args.runtime_budget_s is not None:
+        opts.runtime_budget_s = args.runtime_budget_s
     if args.st_batch_size:
         opts.st_batch_sizes = _flatten(args.st_batch_size)
     opts.profile, opts.runtime = args.profile, args.runtime
@@ -95,15 +114,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.append:
         with open(args.append) as f:
             prior = json.load(f)
+    if args.runtime_only and prior is None:
+        raise SystemExit("bertfast bench: --runtime-only adds the runtime section to a report: give it --append JSON")
+    out_dir = os.path.abspath(args.out)
+    print(f"bench: writing reports to {out_dir}", file=sys.stderr)
+    if args.runtime_only:
+        return _runtime_only(opts, prior, out_dir)
 
     def finish(rep):
         return bench.merge_reports(prior, rep) if prior is not None else rep
 
     # Partial results survive an interrupted run: JSON and Markdown are rewritten after every case.
-    opts.on_case = lambda rep: bench.write_reports(finish(rep), args.out, with_plot=False)
+    opts.on_case = lambda rep: bench.write_reports(finish(rep), out_dir, with_plot=False)
     t0 = time.perf_counter()
     report = finish(bench.run(opts))
-    paths = bench.write_reports(report, args.out)
+    paths = bench.write_reports(report, out_dir)
+    print(bench.markdown(report))
+    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _runtime_only(opts, prior: dict, out_dir: str) -> int:
+    """The runtime probes alone, their section put into `prior` (rewritten under its own name)."""
+    from bertfast import bench
+
+    from .device import dtype_name, parse_dtype
+    from .runtime import runtime_section
+
+    dtype = dtype_name(parse_dtype((opts.dtypes or ["float16"])[0]))
+    t0 = time.perf_counter()
+    report = dict(prior)
+    report["runtime"] = runtime_section(
+        opts.device,
+        dtype,
+        model_name=opts.runtime_model,
+        minilm_dir=opts.minilm_dir,
+        timeout_s=opts.runtime_timeout_s,
+        budget_s=opts.runtime_budget_s,
+    )
+    paths = bench.write_reports(report, out_dir)
     print(bench.markdown(report))
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -145,6 +194,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         nargs="+",
         action="append",
         help="variable-length workloads: uniform bimodal sentences, or none (default: all three)",
+    )
+    b.add_argument(
+        "--cases",
+        nargs="+",
+        type=_case,
+        action="append",
+        help="run exactly these cases instead of --batch x --seq x --varlen: BATCHxSEQ (fixed lengths) or "
+        "KIND:BATCHxSEQ, KIND one of uniform, bimodal, sentences (e.g. 1x128 32x512 uniform:32x128)",
     )
     b.add_argument("--target-s", type=float, default=None, help="timed seconds per engine per case")
     b.add_argument(
@@ -191,7 +248,19 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="model of the cold-start, new-bucket and host-time probes (default bert-base)",
     )
     b.add_argument("--runtime-timeout-s", type=float, default=None, help="limit per runtime probe (default 120)")
-    b.add_argument("--out", default="benchmarks/results", help="output directory (default benchmarks/results)")
+    b.add_argument(
+        "--runtime-budget-s", type=float, default=None, help="limit for all runtime probes together (default none)"
+    )
+    b.add_argument(
+        "--runtime-only",
+        action="store_true",
+        help="run only the runtime probes and add their section to the report given by --append",
+    )
+    b.add_argument(
+        "--out",
+        default="benchmarks/results",
+        help="output directory (default: benchmarks/results under the current directory; the paths are printed)",
+    )
     b.add_argument(
         "--append",
         metavar="JSON",

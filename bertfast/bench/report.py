@@ -201,7 +201,7 @@ def _runtime_lines(rt: dict) -> list[str]:
         f"time: {rt.get('model', '')}; replay rate, threads: {rt.get('replay_model', '')})",
         "",
     ]
-    for key in ("cold_start_s", "new_bucket_s", "replay_rate", "host_us_per_call", "threads_ok"):
+    for key in ("cold_start_s", "new_bucket_s", "replay_rate", "reserved_mb", "host_us_per_call", "threads_ok"):
         lines.append(f"- `{key}`: {json.dumps(rt.get(key), default=str)}")
     if rt.get("method"):
         lines += ["", rt["method"]]

@@ -55,6 +55,8 @@ class BenchOptions:
     seqs: list[int] = field(default_factory=lambda: [16, 64, 128, 256, 512])
     varlen: list[str] = field(default_factory=lambda: ["varlen-uniform", "varlen-bimodal", "varlen-sentences"])
     varlen_seqs: list[int] | None = None  # default: 128 and the largest of seqs
+    # (kind, batch, seq) to run instead of the batches x seqs x varlen plan, e.g. ("varlen-uniform", 32, 128)
+    cases: list[tuple[str, int, int]] | None = None
     quick: bool = False
     n_sets: int = 4  # input sets rotated per case
     target_s: float | None = None  # timed seconds per engine per case (default: 0.3; quick 0.1)
@@ -79,6 +81,7 @@ class BenchOptions:
     runtime: bool = False
     runtime_model: str = "bert-base"
     runtime_timeout_s: float = 120.0
+    runtime_budget_s: float | None = None  # all probes together (each gets at most what is left)
 
 
 def check_models(models: list[str]) -> None:
@@ -142,7 +145,12 @@ def _run(opts: BenchOptions, device: torch.device) -> dict:
     plan = []  # (model, dtype, [(kind, b, s)])
     for m in opts.models:
         max_pos = 512 if m == "minilm" else MODEL_CONFIGS[m]["max_position_embeddings"]
-        plan += [(m, dt, plan_cases(opts.batches, opts.seqs, opts.varlen, opts.varlen_seqs, max_pos)) for dt in dtypes]
+        cases = (
+            [c for c in opts.cases if c[2] <= max_pos]
+            if opts.cases is not None
+            else plan_cases(opts.batches, opts.seqs, opts.varlen, opts.varlen_seqs, max_pos)
+        )
+        plan += [(m, dt, cases) for dt in dtypes]
     total = sum(len(c) for _, _, c in plan) * len(engines)
     bar = tqdm(total=total, desc="bench", file=sys.stderr, disable=not opts.progress, dynamic_ncols=True)
     for model_name, dt, cases in plan:
@@ -160,6 +168,7 @@ def _run(opts: BenchOptions, device: torch.device) -> dict:
             model_name=opts.runtime_model,
             minilm_dir=opts.minilm_dir,
             timeout_s=opts.runtime_timeout_s,
+            budget_s=opts.runtime_budget_s,
         )
         _notify(opts, report)
     return report

@@ -10,7 +10,8 @@ CUDA"} elsewhere; `threads` runs on the CPU too, through the torch path):
   new_bucket   after warm-up at 1 x 128, the first call of each of a few new shapes
   replay_rate  400 seeded random batches (1-1024 sequences, 1-512 tokens); graph_stats() after them
   host_us      host time per call with CUDA graphs on and off (METHOD below)
-  threads      4 threads x 40 calls on one model against single-threaded results
+  threads      4 threads x 40 calls on one model against single-threaded results (on CUDA each
+               thread on its own stream)
 
 runtime_section() runs them all and returns the JSON's "runtime" object.
 """
@@ -18,6 +19,7 @@ runtime_section() runs them all and returns the JSON's "runtime" object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -32,7 +34,7 @@ import torch
 from .device import dtype_name, parse_dtype, reason, sync
 from .models import build_hf, use_minilm_dir
 
-PROBES = ("cold_start", "new_bucket", "replay_rate", "host_us", "threads")
+PROBES = ("cold_start", "threads", "host_us", "new_bucket", "replay_rate")  # the order they run in
 GPU_ONLY = ("cold_start", "new_bucket", "replay_rate", "host_us")
 HOST_METHOD = (
     "host_us_per_call: after a synchronize (empty queue), the wall time of model(...) until it returns, "
@@ -188,7 +190,8 @@ def probe_threads(
 ) -> dict:
     """`threads` threads share one optimized model and make `calls` calls in all; each output (real
     positions) is compared with the single-threaded output of the same batch. A mismatch is a call
-    whose max abs error exceeds the dtype's tolerance, or that raised."""
+    whose max abs error exceeds the dtype's tolerance, or that raised. On CUDA each thread issues its
+    calls on a stream of its own, as a server's workers do, and reads its result after syncing it."""
     if threads < 1 or calls < threads:
         raise ValueError(f"need threads >= 1 and calls >= threads, got threads={threads}, calls={calls}")
     g = torch.Generator().manual_seed(4)
@@ -206,15 +209,18 @@ def probe_threads(
     lock = threading.Lock()
     start = threading.Barrier(threads)
 
+    streams = [torch.cuda.Stream(device) for _ in range(threads)] if device.type == "cuda" else None
+
     def worker(t: int) -> None:
+        ctx = torch.cuda.stream(streams[t]) if streams else contextlib.nullcontext()
         start.wait()
         for j in range(calls // threads):
             k = (t * 3 + j) % len(batches)
             ids, mask = batches[k]
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), ctx:
                     out = _forward(model, ids, mask)[mask.bool()].float()
-                err = (out - ref[k]).abs().max().item()
+                    err = (out - ref[k]).abs().max().item()  # .item() syncs this thread's stream
             except Exception as ex:  # a crash under threads is a mismatch too
                 with lock:
                     failures.append(reason(ex))
@@ -230,6 +236,7 @@ def probe_threads(
     mismatches = sum(e > tol for e in errors) + len(failures)
     return dict(
         threads=threads,
+        streams=len(streams) if streams else 0,
         calls=len(errors) + len(failures),
         mismatches=mismatches,
         max_abs_err=max(errors, default=None),
@@ -260,16 +267,17 @@ def run_probe(probe: str, model_name: str, dtype: torch.dtype, device: torch.dev
 def run_in_fresh_process(
     probe: str, model_name: str, dtype: str, device: str, minilm_dir: str | None, timeout_s: float
 ) -> tuple[dict, float]:
-    """Run one probe in a new Python process with empty kernel caches; returns (its JSON, wall s)."""
+    """Run one probe in a new Python process; returns (its JSON, wall s). The cold start gets empty
+    kernel caches (bertfast's, Triton's, Inductor's); the other probes share this machine's caches,
+    as a server restarted on it would, so that each measures its own figure rather than compiles."""
     with tempfile.TemporaryDirectory(prefix="bertfast-probe-") as tmp:
-        env = dict(
-            os.environ,
-            BERTFAST_CACHE_DIR=os.path.join(tmp, "bertfast"),
-            TRITON_CACHE_DIR=os.path.join(tmp, "triton"),
-            TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"),
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-        )
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        if probe == "cold_start":
+            env.update(
+                BERTFAST_CACHE_DIR=os.path.join(tmp, "bertfast"),
+                TRITON_CACHE_DIR=os.path.join(tmp, "triton"),
+                TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"),
+            )
         cmd = [
             sys.executable,
             "-m",
@@ -303,15 +311,25 @@ def runtime_section(
     minilm_dir: str | None = None,
     timeout_s: float = 120.0,
     probes: tuple[str, ...] = PROBES,
+    budget_s: float | None = None,
 ) -> dict:
-    """The report's "runtime" object: headline figures, each probe's full answer under "probes"."""
+    """The report's "runtime" object: headline figures, each probe's full answer under "probes".
+
+    Each probe may take `timeout_s`; with `budget_s`, all of them together at most that (a probe
+    gets what is left, and one with under 5 s left is reported as not run)."""
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError(f"budget_s must be > 0 seconds, got {budget_s}")
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     got = {}
     for probe in probes:
         name = replay_model if probe in ("replay_rate", "threads") else model_name
+        left = timeout_s if deadline is None else min(timeout_s, deadline - time.monotonic())
         if probe in GPU_ONLY and device != "cuda":
             got[probe] = ({"skipped": "needs CUDA"}, None)
+        elif left < 5:
+            got[probe] = ({"skipped": f"not run: the runtime budget of {budget_s:.0f} s was spent"}, None)
         else:
-            got[probe] = run_in_fresh_process(probe, name, dtype, device, minilm_dir, timeout_s)
+            got[probe] = run_in_fresh_process(probe, name, dtype, device, minilm_dir, left)
 
     def headline(probe: str, key: str):
         answer, _ = got.get(probe, ({"skipped": "not run"}, None))
@@ -320,6 +338,7 @@ def runtime_section(
     cold, cold_wall = got.get("cold_start", ({"skipped": "not run"}, None))
     host = got.get("host_us", ({"skipped": "not run"}, None))[0]
     threads = got.get("threads", ({"skipped": "not run"}, None))[0]
+    replay = got.get("replay_rate", ({"skipped": "not run"}, None))[0]
     return dict(
         model=model_name,
         replay_model=replay_model,
@@ -328,17 +347,21 @@ def runtime_section(
         cold_start_s=cold_wall if "skipped" not in cold else {"skipped": cold["skipped"]},
         new_bucket_s=headline("new_bucket", "max_s"),
         replay_rate=headline("replay_rate", "rate"),
+        reserved_mb=replay
+        if "skipped" in replay
+        else {"after_quarter": replay["reserved_mb_after_quarter"], "at_end": replay["reserved_mb_at_end"]},
         host_us_per_call=host
         if "skipped" in host
         else {"graphs_on": host["graphs_on"], "graphs_off": host["graphs_off"]},
         threads_ok=threads
         if "skipped" in threads
-        else {k: threads[k] for k in ("threads", "calls", "mismatches", "max_abs_err")},
+        else {k: threads.get(k) for k in ("threads", "streams", "calls", "mismatches", "max_abs_err")},
         method=(
             "cold_start_s: wall time of a fresh process (interpreter start, imports, load, optimize, first "
             "call at 1 x 128) with empty bertfast, Triton and Inductor caches. new_bucket_s: the slowest first "
             "call of a new shape after warm-up. replay_rate: (calls - fallbacks) / calls from graph_stats() "
-            f"after 400 random batches of {replay_model}. " + HOST_METHOD
+            f"after 400 random batches of {replay_model}; reserved_mb: torch.cuda.memory_reserved() after a quarter "
+            "of them and at the end (flat when equal). " + HOST_METHOD
         ),
         probes={p: dict(answer, wall_s=wall) for p, (answer, wall) in got.items()},
     )
