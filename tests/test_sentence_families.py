@@ -352,3 +352,26 @@ def test_bad_dense_modules_are_refused(tmp_path):
             json.dump({**cfg, **bad}, f)
         with pytest.raises(ValueError, match=message):
             SentenceEncoder.from_pretrained(d, backend="torch")
+
+
+# ------------------------------------------------------------------------------------- the commands
+
+
+def test_cli_encode_and_embed_read_the_folder(folder, tmp_path, capsys):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from bertfast.cli import main
+    from bertfast.embed import embed_corpus
+
+    family, d = folder
+    texts = random_texts(11, seed=8)
+    ref = st.SentenceTransformer(d, device="cpu").encode(texts)
+    assert main(["encode", "--json", "--model", d, "--backend", "torch", *texts]) == 0
+    printed = np.array(json.loads(capsys.readouterr().out), dtype=np.float32)
+    assert_close(torch.from_numpy(printed), torch.from_numpy(ref), MODEL_ATOL_FP32, f"bertfast encode {family}")
+    (tmp_path / "in.txt").write_text("\n".join(texts), encoding="utf-8")
+    embed_corpus(tmp_path / "in.txt", tmp_path / "out", model_dir=d, device="cpu", shard_size=4, quiet=True)
+    table = pq.read_table(tmp_path / "out").sort_by("id")
+    col = table.column("embedding").combine_chunks()
+    assert col.type.list_size == DENSE_OUT
+    got = np.array(col.flatten().to_numpy()).reshape(len(table), DENSE_OUT)
+    assert_close(torch.from_numpy(got), torch.from_numpy(ref), MODEL_ATOL_FP32, f"bertfast embed {family}")

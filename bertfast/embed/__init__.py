@@ -39,15 +39,12 @@ def _positive_int(value, name: str) -> int:
 
 def _model_facts(model_dir: str | os.PathLike | None) -> tuple[str, int, bool]:
     """(absolute model dir, embedding dim, whether the model L2-normalizes), read from its files only."""
-    from ..config import BertConfig
-    from ..sentence import PoolingSpec, default_model_dir
+    from ..sentence import PoolingSpec, default_model_dir, embedding_dimension
 
     path = os.path.abspath(os.fspath(model_dir)) if model_dir is not None else default_model_dir()
     if not os.path.isdir(path):
         raise ValueError(f"model_dir {path!r} is not a directory")
-    config = BertConfig.from_pretrained(path)
-    pooling = PoolingSpec.from_model_dir(path)
-    return path, config.hidden_size * len(pooling.modes), pooling.normalize
+    return path, embedding_dimension(path), PoolingSpec.from_model_dir(path).normalize
 
 
 def _progress(corpus: CorpusInput, shard_size: int, out: OutputDir, quiet: bool):

@@ -16,7 +16,7 @@ sequence with `cu_seqlens`. The embedded default model is the MiniLM-L6 checkpoi
 """
 
 from .encoder import OUTPUT_VALUES, SentenceEncoder, encode
-from .folder import POOLING_MODES, DenseSpec, PoolingSpec, Prompts, default_model_dir
+from .folder import POOLING_MODES, DenseSpec, PoolingSpec, Prompts, default_model_dir, embedding_dimension
 from .pooling import SentenceHead, pool_packed
 from .quantize import PRECISIONS, quantization_ranges, quantize_embeddings
 
@@ -30,6 +30,7 @@ __all__ = [
     "SentenceEncoder",
     "SentenceHead",
     "default_model_dir",
+    "embedding_dimension",
     "encode",
     "pool_packed",
     "quantization_ranges",

@@ -114,6 +114,25 @@ def transformer_dir(model_dir: str) -> str:
     return model_dir
 
 
+def embedding_dimension(model_dir: str) -> int:
+    """The width of the folder's sentence embeddings, from its files: the last Dense module's out_features,
+    else the encoder's hidden size times the number of pooling modes."""
+    spec = PoolingSpec.from_model_dir(model_dir)
+    if spec.dense:
+        return spec.dense[-1].out_features
+    encoder_dir = transformer_dir(model_dir)
+    cfg = read_json(os.path.join(encoder_dir, "config.json"))
+    if cfg.get("model_type", "bert") == "bert":
+        hidden = cfg.get("hidden_size")
+    else:  # another family's config may spell the width its own way: transformers' config class knows
+        import transformers
+
+        hidden = transformers.AutoConfig.from_pretrained(encoder_dir, local_files_only=True).hidden_size
+    if not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"{encoder_dir}/config.json: 'hidden_size' must be a positive integer, got {hidden!r}")
+    return hidden * len(spec.modes)
+
+
 def _pooling_modes(path: str) -> tuple[str, ...]:
     cfg = read_json(path)
     if "pooling_mode" in cfg:
