@@ -55,18 +55,33 @@ class ConfigError(ValueError):
     """A config.json that bertfast cannot run faithfully."""
 
 
+# The fields every real BERT config.json has and bertfast cannot guess: the sizes. A default would
+# silently change the math (num_attention_heads shapes no tensor, so no checkpoint check would catch it).
+REQUIRED_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
 @dataclass
 class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
+    # Required (REQUIRED_FIELDS): no defaults.
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    # Optional: transformers' BertConfig defaults, which a config.json without them means.
     hidden_act: str = "gelu"
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int | None = 0
@@ -148,8 +163,18 @@ class BertConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a BERT config must be a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type", "bert")
-        if model_type not in ("bert",):
-            raise ConfigError(f"config field 'model_type' is {model_type!r}; bertfast loads 'bert' models")
+        if model_type != "bert":
+            raise ConfigError(
+                f"config field 'model_type' is {model_type!r}; bertfast's native loader reads 'bert' checkpoints "
+                "(other families load with transformers, then bertfast.optimize(), or SentenceEncoder.from_pretrained)"
+            )
+        missing = [name for name in REQUIRED_FIELDS if name not in data]
+        if missing:
+            fields = ", ".join(map(repr, missing))
+            raise ConfigError(
+                f"config field{'s' if len(missing) > 1 else ''} {fields} missing: every BERT config.json gives "
+                f"{', '.join(REQUIRED_FIELDS)}, and bertfast does not guess a model's sizes"
+            )
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "id2label"}
         kwargs = {k: data[k] for k in known if k in data}
         if kwargs.get("position_embedding_type") is None:
