@@ -108,3 +108,22 @@ def assert_within_torch_error(
             _describe(actual, reference, what)
             + f" > bound {bound:.3e} (2 x torch's own {dtype} error {torch_err:.3e} + atol {ATOL[dtype]:.0e})"
         )
+
+
+def compare_outputs(ours, ref, mask: torch.Tensor, what: str, atol: float = MODEL_ATOL_FP32) -> None:
+    """Every tensor field of two HF-style outputs, padded positions excluded where there is a sequence axis."""
+    keys = [k for k in ref.keys() if k != "attentions"]
+    assert list(ours.keys()) == keys, f"{what}: fields {list(ours.keys())} != HF's {keys}"
+    flat_mask = mask.reshape(-1, mask.shape[-1]).bool()  # (B, S); multiple choice flattens (B, C, S)
+    for key in keys:
+        a, b = ours[key], ref[key]
+        if key == "hidden_states":
+            assert len(a) == len(b), f"{what}: {len(a)} hidden states, HF has {len(b)}"
+            pairs = list(zip(a, b))
+        else:
+            pairs = [(a, b)]
+        for i, (x, y) in enumerate(pairs):
+            assert x.shape == y.shape, f"{what}.{key}: shape {tuple(x.shape)} != HF {tuple(y.shape)}"
+            if x.dim() >= 2 and tuple(x.shape[:2]) == tuple(flat_mask.shape):  # (B, S, ...): real positions
+                x, y = x[flat_mask], y[flat_mask]
+            assert_close(x, y, atol, f"{what}.{key}[{i}]")

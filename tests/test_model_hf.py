@@ -16,6 +16,7 @@ from .helpers import (
     MODEL_ATOL_FP32,
     MODEL_ATOL_FP32_TRITON,
     assert_close,
+    compare_outputs,
 )
 from .models import hf_model, ragged_batch
 
@@ -32,25 +33,6 @@ HEAD_CLASSES = [
     "BertForMultipleChoice",
 ]
 ACTS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu", "silu", "tanh"]
-
-
-def compare_outputs(ours, ref, mask: torch.Tensor, what: str) -> None:
-    """Every tensor field of two HF-style outputs, padded positions excluded where there is a sequence axis."""
-    keys = [k for k in ref.keys() if k != "attentions"]
-    assert list(ours.keys()) == keys, f"{what}: fields {list(ours.keys())} != HF's {keys}"
-    flat_mask = mask.reshape(-1, mask.shape[-1]).bool()  # (B, S); multiple choice flattens (B, C, S)
-    for key in keys:
-        a, b = ours[key], ref[key]
-        if key == "hidden_states":
-            assert len(a) == len(b), f"{what}: {len(a)} hidden states, HF has {len(b)}"
-            pairs = list(zip(a, b))
-        else:
-            pairs = [(a, b)]
-        for i, (x, y) in enumerate(pairs):
-            assert x.shape == y.shape, f"{what}.{key}: shape {tuple(x.shape)} != HF {tuple(y.shape)}"
-            if x.dim() >= 2 and tuple(x.shape[:2]) == tuple(flat_mask.shape):  # (B, S, ...): real positions
-                x, y = x[flat_mask], y[flat_mask]
-            assert_close(x, y, MODEL_ATOL_FP32, f"{what}.{key}[{i}]")
 
 
 @pytest.mark.parametrize("cls_name", HEAD_CLASSES)
