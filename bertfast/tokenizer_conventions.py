@@ -209,34 +209,34 @@ def batch_outputs(res: dict[str, Any], keys: list[str], return_tensors: str | No
 # ------------------------------------------------------------------ decoded text
 
 
+# transformers' clean_up_tokenization, in its order; tokenizers' WordPiece decoder also turns " do not"
+# into " don't", right after " 'm".
+_CLEANUP = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
+_WORDPIECE_CLEANUP = _CLEANUP[:7] + ((" do not", " don't"),) + _CLEANUP[7:]
+
+
+def _replace_all(text: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    for old, new in pairs:
+        text = text.replace(old, new)
+    return text
+
+
 def wordpiece_cleanup(token: str) -> str:
-    # tokenizers' WordPiece decoder cleans each token (with its leading space) this way.
-    return (
-        token.replace(" .", ".")
-        .replace(" ?", "?")
-        .replace(" !", "!")
-        .replace(" ,", ",")
-        .replace(" ' ", "'")
-        .replace(" n't", "n't")
-        .replace(" 'm", "'m")
-        .replace(" do not", " don't")
-        .replace(" 's", "'s")
-        .replace(" 've", "'ve")
-        .replace(" 're", "'re")
-    )
+    """tokenizers' WordPiece decoder's cleanup of each token (with its leading space)."""
+    return _replace_all(token, _WORDPIECE_CLEANUP)
 
 
 def clean_up_tokenization(text: str) -> str:
-    # transformers' clean_up_tokenization (applied when clean_up_tokenization_spaces is on).
-    return (
-        text.replace(" .", ".")
-        .replace(" ?", "?")
-        .replace(" !", "!")
-        .replace(" ,", ",")
-        .replace(" ' ", "'")
-        .replace(" n't", "n't")
-        .replace(" 'm", "'m")
-        .replace(" 's", "'s")
-        .replace(" 've", "'ve")
-        .replace(" 're", "'re")
-    )
+    """transformers' clean_up_tokenization (applied when clean_up_tokenization_spaces is on)."""
+    return _replace_all(text, _CLEANUP)

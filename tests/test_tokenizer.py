@@ -789,6 +789,8 @@ def test_decode_matches_reference(setting):
     tok, ref = tokenizers_for(setting)
     encoded = tok(list(corpus()[:70]), ["a pair, with: punctuation!"] * 70)["input_ids"]
     encoded += [[101, 2023, 1012, 1012, 1012, 102, 0, 0], [1, 2, 3], [], [7592], [1005, 1055, 2079, 2025]]
+    # every pattern of transformers' clean_up_tokenization
+    encoded += tok(["I do not know, she's here. Isn't it! We've? They're; I'm ' ok , do not ."])["input_ids"]
     for ids in encoded:
         for skip in (False, True):
             for clean in (None, False, True):
