@@ -132,6 +132,14 @@ def test_a_bad_model_path_exits_with_the_same_code_in_every_command(capsys, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("where", ["missing", "malformed"])
+def test_serve_exits_1_on_a_bad_model_path_too(capsys, tmp_path, where):
+    pytest.importorskip("fastapi")
+    model = str(tmp_path / "missing") if where == "missing" else _bad_model_dir(tmp_path)
+    rc, _, err = run(capsys, "serve", "--model", model)  # refused before anything binds a port
+    assert rc == EXIT_FAILED and "bertfast serve: " in err, err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
