@@ -10,14 +10,17 @@ import triton
 import triton.language as tl
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
+from bertfast import ops
 from bertfast.kernels import attention as attention_module
 from bertfast.kernels import interpreting, varlen_attention, varlen_attention_ref
 from bertfast.kernels.state import launch_state
+from bertfast.padding import pack_plan
 
 from .helpers import (
     CUDA,
     DEVICE,
     FP64_ATOL,
+    GRAD_ATOL_FP32_RELATIVE,
     KERNEL_DTYPES,
     assert_close,
     assert_within_torch_error,
@@ -262,22 +265,28 @@ def test_autotuning_times_the_candidates_and_puts_the_winner(fresh_state):
 # --------------------------------------------------------------------------- MPNet's relative-position bias
 @triton.jit
 def _buckets_kernel(rel_ptr, out_ptr, n, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr,
-                    LOG_SCALE: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+                    REL_LOG_SCALE: tl.constexpr, REL_LOG_POW: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
     rel = tl.load(rel_ptr + offs, mask=ok)
-    tl.store(out_ptr + offs, attention_module._relative_bucket(rel, NUM_BUCKETS, MAX_DISTANCE, LOG_SCALE), mask=ok)
+    bucket = attention_module._relative_bucket(rel, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE, REL_LOG_POW)
+    tl.store(out_ptr + offs, bucket, mask=ok)
 
 
-@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (16, 64), (64, 256), (32, 64)])
-def test_relative_bucket_matches_transformers_at_every_distance(num_buckets, max_distance):
+@pytest.mark.parametrize(
+    "num_buckets, max_distance, log_pow", [(32, 128, 2), (16, 64, 1), (64, 256, 0), (32, 64, 0), (20, 100, 0)]
+)
+def test_relative_bucket_matches_transformers_at_every_distance(num_buckets, max_distance, log_pow):
     """The kernel's bucket of every distance in [-600, 600] is transformers' MPNet bucket (float32 log,
-    truncation and clamping included: the edges 8/16/32/64/128 of MPNet's 32 / 128 are exact)."""
+    truncation and clamping included: the edges 8/16/32/64/128 of MPNet's 32 / 128), on the exponent
+    path (log_pow > 0) and the float log2 path."""
     rel = torch.arange(-600, 601, dtype=torch.int32, device=DEVICE)
     expected = MPNetEncoder.relative_position_bucket(rel.long(), num_buckets, max_distance)
     got = torch.full_like(rel, -1)
-    scale = attention_module._rel_log_scale(num_buckets, max_distance)
-    _buckets_kernel[(triton.cdiv(rel.numel(), 512),)](rel, got, rel.numel(), num_buckets, max_distance, scale, 512)
+    flags = attention_module._rel_bias_flags(num_buckets, max_distance)
+    assert flags["REL_LOG_POW"] == log_pow
+    consts = {k: flags[k] for k in ("NUM_BUCKETS", "MAX_DISTANCE", "REL_LOG_SCALE", "REL_LOG_POW")}
+    _buckets_kernel[(triton.cdiv(rel.numel(), 512),)](rel, got, rel.numel(), **consts, BLOCK=512)
     bad = (got.long() != expected).nonzero().flatten()
     assert bad.numel() == 0, (
         f"distances {rel[bad][:8].tolist()}: kernel {got[bad][:8].tolist()}, HF {expected[bad][:8]}"
@@ -392,3 +401,35 @@ def test_varlen_attention_every_gpu_config(dtype, head_dim):
         qkv_short = qkv[: sum(short)]
         out = varlen_attention(qkv_short, cu_short, max_seqlen, num_heads)
         _check(qkv_short, cu_short, num_heads, out, dtype, f"attention heuristic max_seqlen={max_seqlen}")
+
+
+# --------------------------------------------------------------------------- ops.attention with the bias
+@pytest.mark.parametrize("padding", ["right", "left", "holes", "none"])
+def test_ops_attention_rel_bias_torch_and_triton_match_mpnet(padding):
+    """ops.attention(rel_bias=...) on a padded (B, S) batch: the torch path (SDPA with an additive mask)
+    and the kernel both equal transformers' MPNet math over each sequence's real tokens, positions
+    counted within the sequence; the torch path's gradient reaches the table as transformers' does."""
+    B, S, num_heads, head_dim = 3, 37, 2, 16
+    keep = torch.ones(B, S, dtype=torch.bool, device=DEVICE)
+    if padding == "right":
+        keep[0, 30:], keep[2, 1:] = False, False
+    elif padding == "left":
+        keep[0, :7], keep[1, :36] = False, False
+    elif padding == "holes":
+        keep[0, 3:5], keep[1, 20:] = False, False
+    lengths = keep.sum(1).tolist()
+    info = pack_plan(None if padding == "none" else keep, lengths, B, S, DEVICE)
+    qkv = _qkv(sum(lengths), num_heads, head_dim, torch.float32)
+    table = _table(num_heads).requires_grad_()
+    ref = _mpnet_attention(qkv, info.cu_seqlens, num_heads, table)
+    same = varlen_attention_ref(qkv, info.cu_seqlens, num_heads, rel_bias=table.detach())
+    with torch.no_grad():
+        kernel = ops.attention("triton", qkv, info, num_heads, rel_bias=table)
+    assert_within_torch_error(kernel, ref.detach(), same, torch.float32, f"ops.attention triton, {padding} padding")
+    out = ops.attention("torch", qkv, info, num_heads, rel_bias=table)
+    assert_within_torch_error(out, ref.detach(), same, torch.float32, f"ops.attention torch, {padding} padding")
+    weights = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * weights).sum(), table)
+    (grad_ref,) = torch.autograd.grad((ref * weights.double()).sum(), table)
+    top = grad_ref.abs().max()
+    assert_close(grad / top, grad_ref / top, GRAD_ATOL_FP32_RELATIVE, f"d table / max |d table|, {padding} padding")

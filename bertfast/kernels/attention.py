@@ -12,9 +12,9 @@ keys / values in BLOCK_N blocks with an online softmax in fp32:
 - only the key blocks inside the sequence are visited (no fully masked block is ever loaded); the
   interior blocks run unmasked, the one ragged tail block masks keys past the end with -inf;
 - the softmax runs in base 2: with s = scale * log2(e) > 0, the row max is taken on the raw scores
-  (max(qk) * s = max(qk * s) exactly, rounding being monotonic) and p = exp2(qk * s - m) is one fused
-  multiply-add per score: the scale costs nothing, and Q is not rounded a second time (folding the
-  scale into an fp16 Q would);
+  (max(qk) * s = max(qk * s) exactly, rounding being monotonic) and p = exp2(fma(qk, s, -m)) is one
+  fused multiply-add per score, rounded once: the scale costs nothing, logits in the thousands keep
+  their precision, and Q is not rounded a second time (folding the scale into an fp16 Q would);
 - programs whose query block starts past their sequence end return at once: the empty trailing
   sequences of a CUDA-graph bucket cost a load of two cu_seqlens entries each.
 Query rows past the end load as zeros and are never stored. Head dims that are not a power of two
@@ -29,6 +29,7 @@ the switch off none of it is compiled: no extra load, no extra arithmetic.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Optional
@@ -60,23 +61,31 @@ def _load_tile(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.co
 
 
 @triton.jit
-def _relative_bucket(rel, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr, LOG_SCALE: tl.constexpr):
+def _relative_bucket(
+    rel, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr, LOG_SCALE: tl.constexpr, LOG_POW: tl.constexpr
+):
     """T5 / MPNet bidirectional bucket of rel = key position - query position (an int32 tensor).
 
     Half the buckets per direction (keys after the query take the upper half); within a half,
-    distances below EXACT = half / 2 are their own bucket and longer ones are spaced logarithmically
+    distances n below EXACT = half / 2 are their own bucket and longer ones are spaced logarithmically
     up to MAX_DISTANCE, past which they share the last bucket:
-        EXACT + trunc(log2(n / EXACT) * LOG_SCALE),  LOG_SCALE = (half - EXACT) / log2(MAX_DISTANCE / EXACT).
-    log2 rather than log / log: where MAX_DISTANCE / EXACT is a power of two (MPNet's 128 / 8) the
-    bucket edges n = EXACT * 2^k are exact powers of two, whose log2 is exact, so the truncation gives
-    the same integer as float32 log(n / EXACT) / log(MAX_DISTANCE / EXACT) * (half - EXACT) does;
-    every other distance lies well away from an edge.
+        EXACT + floor(LOG_SCALE * log2(n / EXACT)),  LOG_SCALE = (half - EXACT) / log2(MAX_DISTANCE / EXACT).
+    LOG_POW > 0 (MPNet's 32 buckets / 128: LOG_SCALE = 2, EXACT = 8) when LOG_SCALE is that integer and
+    EXACT a power of two: the floor is then floor(log2((n / EXACT)^LOG_POW)), read exactly off the
+    float exponent of (n / EXACT)^LOG_POW (a power-of-two scaling and a product below 2^24, both exact):
+    integer arithmetic, no log on the special-function unit, and the bucket edges n = EXACT * 2^k
+    cannot round to the wrong side. Else float32 log2, as the model's own float32 log does.
     """
     HALF: tl.constexpr = NUM_BUCKETS // 2
     EXACT: tl.constexpr = HALF // 2
     n = tl.abs(rel)
-    far = tl.maximum(n, EXACT).to(tl.float32) / EXACT  # >= 1: no log of 0 on the near distances
-    large = EXACT + (tl.math.log2(far) * LOG_SCALE).to(tl.int32)
+    far = tl.minimum(tl.maximum(n, EXACT), MAX_DISTANCE).to(tl.float32) / EXACT  # in [1, MAX_DISTANCE / EXACT]
+    if LOG_POW > 0:
+        if LOG_POW == 2:
+            far = far * far
+        large = EXACT + ((far.to(tl.int32, bitcast=True) >> 23) - 127)  # the exponent field: floor(log2(far))
+    else:
+        large = EXACT + (tl.math.log2(far) * LOG_SCALE).to(tl.int32)
     bucket = tl.where(n < EXACT, n, tl.minimum(large, HALF - 1))
     return tl.where(rel > 0, bucket + HALF, bucket)
 
@@ -92,7 +101,7 @@ def _attention_key_blocks(
     offs_m, offs_n, offs_d, d_ok,  #
     MASK_KEYS: tl.constexpr, MASK_D: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,  #
     HAS_REL_BIAS: tl.constexpr, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr,  #
-    REL_LOG_SCALE: tl.constexpr,  #
+    REL_LOG_SCALE: tl.constexpr, REL_LOG_POW: tl.constexpr,  #
 ):  # fmt: skip
     """Online-softmax update of (acc, l_i, m_i) over key blocks [start, stop) of one sequence.
 
@@ -108,14 +117,15 @@ def _attention_key_blocks(
             qk = tl.where(key_ok[None, :], qk, float("-inf"))
         if HAS_REL_BIAS:
             # Every bucket is a valid table row (keys past the end included), so the gather needs no mask.
-            bucket = _relative_bucket(keys[None, :] - offs_m[:, None], NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE)
+            rel = keys[None, :] - offs_m[:, None]  # [BLOCK_M, BLOCK_N] key - query position
+            bucket = _relative_bucket(rel, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE, REL_LOG_POW)
             bias = tl.load(bias_base + bucket * stride_bias_b).to(tl.float32)  # [BLOCK_M, BLOCK_N]
-            s = qk * qk_scale + bias * 1.4426950408889634  # scaled score + bias, in log2 units
+            s = tl.fma(qk, qk_scale, bias * 1.4426950408889634)  # scaled score + bias, in log2 units
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             p = tl.math.exp2(s - m_new[:, None])
         else:
             m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)  # finite: every block holds a real key
-            p = tl.math.exp2(qk * qk_scale - m_new[:, None])  # one FMA + exp2 per score
+            p = tl.math.exp2(tl.fma(qk, qk_scale, -m_new[:, None]))  # one FMA + exp2 per score
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = _load_tile(v_base + kv_off, key_ok, d_ok, MASK_KEYS, MASK_D)
@@ -135,7 +145,7 @@ def _varlen_attention_fwd_kernel(
     MASK_D: tl.constexpr,  # HEAD_DIM < BLOCK_D (80, 96): mask the padded head columns
     INPUT_PRECISION: tl.constexpr,  #
     HAS_REL_BIAS: tl.constexpr, NUM_BUCKETS: tl.constexpr, MAX_DISTANCE: tl.constexpr,  #
-    REL_LOG_SCALE: tl.constexpr,  #
+    REL_LOG_SCALE: tl.constexpr, REL_LOG_POW: tl.constexpr,  #
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  #
 ):  # fmt: skip
     block_m = tl.program_id(0)
@@ -171,13 +181,13 @@ def _varlen_attention_fwd_kernel(
         acc, l_i, m_i, q,  #
         k_base, v_base, stride_qkv_t, stride_qkv_c, bias_base, stride_bias_b,  #
         0, full_end, seqlen, qk_scale, offs_m, offs_n, offs_d, d_ok,  #
-        False, MASK_D, INPUT_PRECISION, BLOCK_N, HAS_REL_BIAS, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE,  #
+        False, MASK_D, INPUT_PRECISION, BLOCK_N, HAS_REL_BIAS, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE, REL_LOG_POW,  #
     )  # fmt: skip
     acc, l_i, m_i = _attention_key_blocks(  # the ragged tail block, if any (0 or 1 iteration)
         acc, l_i, m_i, q,  #
         k_base, v_base, stride_qkv_t, stride_qkv_c, bias_base, stride_bias_b,  #
         full_end, seqlen, seqlen, qk_scale, offs_m, offs_n, offs_d, d_ok,  #
-        True, MASK_D, INPUT_PRECISION, BLOCK_N, HAS_REL_BIAS, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE,  #
+        True, MASK_D, INPUT_PRECISION, BLOCK_N, HAS_REL_BIAS, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE, REL_LOG_POW,  #
     )  # fmt: skip
 
     acc = acc / l_i[:, None]
@@ -366,13 +376,22 @@ def _check_config(config) -> dict:
 
 
 # What the kernel is compiled with when there is no bias: the switch off, the bucket parameters fixed.
-_NO_REL_BIAS = dict(HAS_REL_BIAS=False, NUM_BUCKETS=0, MAX_DISTANCE=0, REL_LOG_SCALE=0.0)
+_NO_REL_BIAS = dict(HAS_REL_BIAS=False, NUM_BUCKETS=0, MAX_DISTANCE=0, REL_LOG_SCALE=0.0, REL_LOG_POW=0)
 
 
-def _rel_log_scale(num_buckets: int, max_distance: int) -> float:
-    """_relative_bucket's LOG_SCALE: (half - exact) / log2(max_distance / exact)."""
+@functools.cache
+def _rel_bias_flags(num_buckets: int, max_distance: int) -> dict:
+    """The kernel's constexprs for a bias table of num_buckets rows (see _relative_bucket); read-only."""
     exact = num_buckets // 4
-    return (num_buckets // 2 - exact) / math.log2(max_distance / exact)
+    log_scale = (num_buckets // 2 - exact) / math.log2(max_distance / exact)
+    exact_pow = log_scale in (1.0, 2.0) and exact & (exact - 1) == 0 and max_distance**2 < 2**24
+    return dict(
+        HAS_REL_BIAS=True,
+        NUM_BUCKETS=num_buckets,
+        MAX_DISTANCE=max_distance,
+        REL_LOG_SCALE=log_scale,
+        REL_LOG_POW=int(log_scale) if exact_pow else 0,
+    )
 
 
 def varlen_attention(
@@ -423,12 +442,7 @@ def varlen_attention(
     else:
         num_buckets, max_distance = _check_rel_bias(rel_bias, max_distance, num_heads)
         bias_args = (rel_bias, rel_bias.stride(0), rel_bias.stride(1))
-        bias_flags = dict(
-            HAS_REL_BIAS=True,
-            NUM_BUCKETS=num_buckets,
-            MAX_DISTANCE=max_distance,
-            REL_LOG_SCALE=_rel_log_scale(num_buckets, max_distance),
-        )
+        bias_flags = _rel_bias_flags(num_buckets, max_distance)
     device = _utils.check_devices(_varlen_attention_fwd_kernel, qkv=qkv, cu_seqlens=cu_seqlens, rel_bias=rel_bias)
     out = _utils.check_out(out, (T, H), qkv.dtype, device, qkv=qkv, cu_seqlens=cu_seqlens)
     batch = cu_seqlens.shape[0] - 1
