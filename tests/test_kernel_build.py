@@ -134,9 +134,9 @@ def test_kernels_compile_for_hopper():
             sig = {"qkv_ptr": "*" + dt, "cu_seqlens_ptr": "*i32", "out_ptr": "*" + dt, "stride_qkv_t": "i32",
                    "stride_qkv_c": "i32", "stride_out_t": "i32", "hidden": "i32", "qk_scale": "fp32",
                    "bias_ptr": "*" + dt, "stride_bias_b": "i32", "stride_bias_h": "i32"}
-            rel = dict(HAS_REL_BIAS=True, NUM_BUCKETS=32, MAX_DISTANCE=128, REL_LOG_SCALE=attn._rel_log_scale(32, 128))
             smem, _ = build(attn._varlen_attention_fwd_kernel, sig, dict(
-                HEAD_DIM=d, BLOCK_D=bd, MASK_D=d != bd, INPUT_PRECISION=prec, **(rel if bias else attn._NO_REL_BIAS),
+                HEAD_DIM=d, BLOCK_D=bd, MASK_D=d != bd, INPUT_PRECISION=prec,
+                **(attn._rel_bias_flags(32, 128) if bias else attn._NO_REL_BIAS),
                 BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"]), cfg["num_warps"], cfg["num_stages"])
             assert smem <= 227 * 1024, ("attention", dt, d, cfg, smem)  # what one block may use on sm_90
             print("attention", dt, d, smem)
@@ -203,7 +203,7 @@ def test_attention_configs_compile_and_fit_on_hopper():
                    "stride_bias_b": "i32", "stride_bias_h": "i32"}
             ALIGNED = {"qkv_ptr", "out_ptr", "cu_seqlens_ptr", "stride_qkv_t", "stride_out_t", "hidden"}
             NAMES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
-            REL = dict(HAS_REL_BIAS=True, NUM_BUCKETS=32, MAX_DISTANCE=128, REL_LOG_SCALE=attn._rel_log_scale(32, 128))
+            REL = attn._rel_bias_flags(32, 128)  # MPNet's
             todo = {}
             HEAD_DIMS = {"fp16": (64, 80, 128), "bf16": (64,), "fp32": (32, 128)}  # 80: masked head columns
             for dt in ("fp16", "bf16", "fp32"):

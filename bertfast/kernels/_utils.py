@@ -71,8 +71,37 @@ def _fix_interpreter_for_numpy_2_4() -> None:
     interpreter._patch_lang_tensor = _patch_lang_tensor
 
 
+def _fix_interpreter_fma() -> None:
+    """Let the interpreter's tl.fma round once, as the GPU's fused multiply-add does.
+
+    The triton 3.6 interpreter evaluates tl.fma(x, y, z) as x * y + z in the operands' dtype, rounding
+    twice. Kernels that rely on the single rounding (attention's exp2(fma(qk, scale, -max)) with logits
+    in the thousands) would then be tested on arithmetic they never run on a GPU. fp16 / fp32 operands
+    are evaluated in float64 (their product is exact there) and rounded once to their dtype.
+    """
+    import numpy as np
+
+    try:
+        from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+    except ImportError:  # pragma: no cover - layout of a different triton
+        return
+    original = InterpreterBuilder.create_fma
+    if getattr(original, "_bertfast_fma_fix", False):
+        return
+
+    def create_fma(self, x, y, z):
+        if x.data.dtype not in (np.float16, np.float32):
+            return original(self, x, y, z)
+        wide = x.data.astype(np.float64) * y.data.astype(np.float64) + z.data.astype(np.float64)
+        return TensorHandle(wide.astype(x.data.dtype), z.dtype.scalar)
+
+    create_fma._bertfast_fma_fix = True
+    InterpreterBuilder.create_fma = create_fma
+
+
 if interpreting():
     _fix_interpreter_for_numpy_2_4()
+    _fix_interpreter_fma()
 
 
 def configs(gpu: Sequence[triton.Config], interp: triton.Config) -> list:
