@@ -14,7 +14,7 @@ import time
 
 from .._dtypes import DTYPE_NAMES
 from .engines import DEFAULT_ENGINES
-from .models import MINILM_ENV
+from .models import MINILM_ENV, PUBLIC_MODELS
 
 
 def _ints(text: str) -> list[int]:
@@ -170,8 +170,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--model",
         nargs="+",
         action="append",
-        choices=["bert-base", "bert-large", "minilm"],
-        help="models (default: all three; --quick: minilm)",
+        choices=PUBLIC_MODELS,
+        help="models (default: bert-base bert-large minilm; --quick: minilm)",
     )
     b.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
     b.add_argument(
