@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 
 import pytest
@@ -127,3 +128,20 @@ def compare_outputs(ours, ref, mask: torch.Tensor, what: str, atol: float = MODE
             if x.dim() >= 2 and tuple(x.shape[:2]) == tuple(flat_mask.shape):  # (B, S, ...): real positions
                 x, y = x[flat_mask], y[flat_mask]
             assert_close(x, y, atol, f"{what}.{key}[{i}]")
+
+
+@contextlib.contextmanager
+def without_known_configs(kernel: str):
+    """The launch state of DEVICE with no known config for `kernel` (its heuristic answers), the known
+    ones put back after: the state is process-wide, and a test's put_config must not leak."""
+    from bertfast.kernels.state import launch_state
+
+    state = launch_state(DEVICE)
+    saved = state.known_configs(kernel)
+    state.clear_configs(kernel)
+    try:
+        yield state
+    finally:
+        state.clear_configs(kernel)
+        for key, config in saved.items():
+            state.put_config(kernel, key, config)

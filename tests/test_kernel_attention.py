@@ -13,7 +13,6 @@ from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 from bertfast import ops
 from bertfast.kernels import attention as attention_module
 from bertfast.kernels import interpreting, varlen_attention, varlen_attention_ref
-from bertfast.kernels.state import launch_state
 from bertfast.padding import pack_plan
 
 from .helpers import (
@@ -25,6 +24,7 @@ from .helpers import (
     assert_close,
     assert_within_torch_error,
     seed_from_test_id,  # noqa: F401  (autouse: a fresh seed per test, from its id)
+    without_known_configs,
 )
 
 DTYPES = KERNEL_DTYPES
@@ -213,14 +213,8 @@ class _LaunchSpy:
 
 @pytest.fixture
 def fresh_state():
-    """The device's launch state without attention configs for the test, restored after it (process-wide)."""
-    state = launch_state(DEVICE)
-    saved = state.known_configs(attention_module.KERNEL)
-    state.clear_configs(attention_module.KERNEL)
-    yield state
-    state.clear_configs(attention_module.KERNEL)
-    for key, cfg in saved.items():
-        state.put_config(attention_module.KERNEL, key, cfg)
+    with without_known_configs(attention_module.KERNEL) as state:
+        yield state
 
 
 def test_default_launch_uses_the_launch_state_then_a_put_config(fresh_state, monkeypatch):
