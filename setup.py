@@ -27,8 +27,10 @@ def _extensions():
 
 
 def _build_ext():
-    from pybind11.setup_helpers import build_ext
+    from pybind11.setup_helpers import ParallelCompile, build_ext
 
+    # The sources compile in parallel: BERTFAST_BUILD_JOBS processes, default one per core.
+    ParallelCompile("BERTFAST_BUILD_JOBS", default=0).install()
     return build_ext
 
 
