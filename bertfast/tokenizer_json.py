@@ -174,6 +174,8 @@ class DoubleSeparatorPairs:
         self.tokenizer = tokenizer
 
     def __getattr__(self, name: str):
+        if name == "tokenizer":  # not set yet (a copy or unpickling in progress): no recursion
+            raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
     def pack(
