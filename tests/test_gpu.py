@@ -156,3 +156,12 @@ def test_tune_writes_a_cache_that_seeds_fresh_tables(tmp_path, monkeypatch):
     assert isinstance(cache, TunedConfigCache)
     fresh = {name: ConfigTable(name, lambda key, args: {}) for name in config_tables()}
     assert seed(cache, fresh) == sum(len(v) for v in cache.configs.values())
+
+
+def test_bench_threads_probe_on_streams_finds_no_mismatch():
+    # The runtime stage's threads figure: each thread on its own stream against single-threaded results.
+    from bertfast.bench import runtime
+
+    got = runtime.probe_threads("tiny", torch.float16, torch.device("cuda"), threads=4, calls=80)
+    assert got["streams"] == 4 and got["calls"] == 80 and got["failures"] == []
+    assert got["mismatches"] == 0, got
