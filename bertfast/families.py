@@ -101,9 +101,8 @@ class TokenizerSpec:
     pad_token: str
     unk_token: str
     mask_token: str
-    pair_separators: (
-        int  # sep tokens between a pair's texts: 1 for `[CLS] A [SEP] B [SEP]`, 2 for `<s> A </s></s> B </s>`
-    )
+    # Separators between a pair's texts: 1 for `[CLS] A [SEP] B [SEP]`, 2 for `<s> A </s></s> B </s>`.
+    pair_separators: int
     token_types: bool  # whether the model takes token_type_ids (a pair's second text gets type 1)
 
 
@@ -131,6 +130,7 @@ class Family:
     positions: Positions
     tokenizer: TokenizerSpec
     output_class: str  # the transformers.modeling_outputs class the base model returns
+    has_pooler_output: bool  # whether that class has a `pooler_output` field (None when the model has no pooler)
     keys: ConfigKeys = ConfigKeys()
     attention_bias: Callable[[nn.Module], torch.Tensor | None] = lambda bert: None  # (buckets, N) or None
     bias_buckets: int = 0  # rows of the bias table the attention reads (0: no bias)
@@ -140,11 +140,6 @@ class Family:
     @property
     def token_types(self) -> bool:
         return self.tokenizer.token_types
-
-    @property
-    def has_pooler_output(self) -> bool:
-        """Whether the base model's output has a `pooler_output` field (None without a pooler)."""
-        return "Pooling" in self.output_class
 
     def layers(self, bert: nn.Module) -> list[LayerView]:
         """Every layer the forward runs, in order (a shared ALBERT layer once per use)."""
@@ -289,7 +284,9 @@ def _mpnet_bias(bert: nn.Module) -> torch.Tensor:
 # --------------------------------------------------------------------------- the registry
 _BERT_ROWS = dict(embeddings=_bert_embeddings, layer_list=_bert_layer_list, layer_view=_bert_layer, pooler=_bert_pooler)
 _WITH_POOLER = "BaseModelOutputWithPoolingAndCrossAttentions"
-_ROBERTA_LIKE = dict(**_BERT_ROWS, positions=Positions(from_padding=True), output_class=_WITH_POOLER)
+_ROBERTA_LIKE = dict(
+    **_BERT_ROWS, positions=Positions(from_padding=True), output_class=_WITH_POOLER, has_pooler_output=True
+)
 
 _FAMILIES = (
     Family(
@@ -299,6 +296,7 @@ _FAMILIES = (
         positions=Positions(from_padding=False),
         tokenizer=_WORDPIECE_BERT,
         output_class=_WITH_POOLER,
+        has_pooler_output=True,
     ),
     Family("roberta", ("RobertaModel",), **_ROBERTA_LIKE, tokenizer=_ROBERTA_TOKENS),
     Family("xlm-roberta", ("XLMRobertaModel",), **_ROBERTA_LIKE, tokenizer=_ROBERTA_TOKENS),
@@ -313,6 +311,7 @@ _FAMILIES = (
         positions=Positions(from_padding=False),
         tokenizer=TokenizerSpec("wordpiece", "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]", 1, False),
         output_class="BaseModelOutput",
+        has_pooler_output=False,
         keys=ConfigKeys(activation="activation", hidden_dropout="dropout", attention_dropout="attention_dropout"),
         attention_output_dropout=False,
     ),
@@ -326,6 +325,7 @@ _FAMILIES = (
         positions=Positions(from_padding=False),
         tokenizer=_WORDPIECE_BERT,
         output_class="BaseModelOutputWithPastAndCrossAttentions",
+        has_pooler_output=False,
     ),
     Family(
         "albert",
@@ -337,6 +337,7 @@ _FAMILIES = (
         positions=Positions(from_padding=False),
         tokenizer=TokenizerSpec("tokenizer.json", "[CLS]", "[SEP]", "<pad>", "<unk>", "[MASK]", 1, True),
         output_class="BaseModelOutputWithPooling",
+        has_pooler_output=True,
         ffn_output_dropout=False,
     ),
     Family(
@@ -349,6 +350,7 @@ _FAMILIES = (
         positions=Positions(from_padding=True),
         tokenizer=TokenizerSpec("wordpiece", "<s>", "</s>", "<pad>", "[UNK]", "<mask>", 2, False),
         output_class="BaseModelOutputWithPooling",
+        has_pooler_output=True,
         attention_bias=_mpnet_bias,
         bias_buckets=MPNET_BUCKETS,
     ),

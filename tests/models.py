@@ -65,6 +65,7 @@ _SIZES = dict(vocab_size=101, num_attention_heads=3, hidden_dropout_prob=0.0, at
 _BERTLIKE = dict(_SIZES, hidden_size=36, num_hidden_layers=2, intermediate_size=50, max_position_embeddings=70)
 _ROBERTA = dict(_BERTLIKE, max_position_embeddings=72, type_vocab_size=1, pad_token_id=1)
 _ALBERT = dict(_BERTLIKE, embedding_size=20, num_hidden_layers=3, num_hidden_groups=2, inner_group_num=2)
+_ALBERT["classifier_dropout_prob"] = 0.0  # its classifier head has a dropout of its own
 FAMILY_CONFIGS = {
     "bert": ("Bert", _BERTLIKE),
     "roberta": ("Roberta", _ROBERTA),

@@ -12,7 +12,14 @@ import torch
 import bertfast
 from bertfast import encoder, hf, ops
 
-from .helpers import LOSS_ATOL_FP32, MODEL_ATOL_FP32, MODEL_ATOL_FP32_TRITON, assert_close, compare_outputs
+from .helpers import (
+    GRAD_ATOL_FP32_RELATIVE,
+    LOSS_ATOL_FP32,
+    MODEL_ATOL_FP32,
+    MODEL_ATOL_FP32_TRITON,
+    assert_close,
+    compare_outputs,
+)
 from .models import FAMILY_CONFIGS, family_batch, family_model
 
 transformers = pytest.importorskip("transformers")
@@ -170,3 +177,26 @@ def test_warmup_off_cuda_warns_once_that_no_graphs_are_captured():
         warnings.simplefilter("error")  # a second model in the same process: no second warning
         bertfast.optimize(family_model("mpnet"), backend="torch", warmup=[(2, 5)])
         bertfast.optimize(family_model("bert"), backend="torch", cuda_graphs=False, warmup=[(1, 4)])
+
+
+@pytest.mark.parametrize("model_type", ["albert", "distilbert", "mpnet"])
+def test_gradients_equal_hf_and_restore_undoes_the_patch(model_type, packed_calls):
+    """Training runs the torch path: every parameter's gradient equals HF's (ALBERT's shared layers sum
+    theirs over every use); restore() hands the model back to transformers' own forward."""
+    ref = family_model(model_type, "ForSequenceClassification", seed=80, num_labels=3).train()
+    model = bertfast.optimize(copy.deepcopy(ref), backend="auto").train()
+    ids, mask, types = family_batch(ref, [12, 5, 1], 12, seed=80)
+    kwargs = dict(attention_mask=mask, labels=torch.tensor([1, 0, 2]))
+    kwargs.update({} if types is None else {"token_type_ids": types})
+    for m in (ref, model):
+        m(ids, **kwargs).loss.backward()
+    assert len(packed_calls) == 1
+    grads = dict(ref.named_parameters())
+    for name, p in model.named_parameters():
+        g = grads[name].grad
+        assert p.grad is not None and g is not None, name
+        scale = max(g.abs().max().item(), 1e-3)
+        assert_close(p.grad / scale, g / scale, GRAD_ATOL_FP32_RELATIVE, f"{model_type} grad {name} / {scale:.2e}")
+    bertfast.restore(model)
+    assert not bertfast.is_optimized(model)
+    assert not any("forward" in m.__dict__ or "_bertfast_qkv" in m.__dict__ for m in model.modules())
