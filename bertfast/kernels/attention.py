@@ -20,11 +20,9 @@ keys / values in BLOCK_N blocks with an online softmax in fp32:
 Query rows past the end load as zeros and are never stored. Head dims that are not a power of two
 (80, 96) use BLOCK_D = next_power_of_2(D) with a column mask.
 
-HAS_REL_BIAS (MPNet): every score s[i, j] of query i and key j (positions within their sequence)
-gets table[bucket(j - i), head] added before the softmax, with T5's bidirectional log buckets. The
-kernel computes each tile's buckets from its row and column offsets and gathers the head's column of
-the small [num_buckets, num_heads] table (L1-resident), so no [B, N, S, S] bias is ever built. With
-the switch off none of it is compiled: no extra load, no extra arithmetic.
+HAS_REL_BIAS (MPNet): score[i, j] += table[bucket(j - i), head], i and j positions within the sequence.
+Each tile's buckets come from its row and column offsets and index the head's column of the small
+[num_buckets, num_heads] table (L1-resident): no [B, N, S, S] bias is built. Switched off, none of it compiles.
 """
 
 from __future__ import annotations
@@ -197,9 +195,9 @@ def _varlen_attention_fwd_kernel(
 
 
 # --------------------------------------------------------------------------------------------------
-# Launch configs: the device's launch state (a committed or tuned winner) or the one heuristic.
-# KERNEL names them there; a key is (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name, HAS_REL_BIAS), SEQ_BUCKET being
-# max_seqlen rounded up to a power of two (>= 16).
+# Launch configs: the device's launch state (a committed or tuned winner, under KERNEL) or the one
+# heuristic, per key (SEQ_BUCKET = max_seqlen rounded up to a power of two >= 16, HEAD_DIM,
+# INPUT_PRECISION, dtype name, HAS_REL_BIAS).
 # --------------------------------------------------------------------------------------------------
 KERNEL = "varlen_attention"
 
@@ -209,18 +207,13 @@ INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 16, "num_warps": 4, "num_stages"
 
 _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) that `bertfast tune` times for a key (pruned per key).
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) that `bertfast tune` times for a key (pruned per key);
+# one line of tiles per BLOCK_M.
 _GPU_TILES = [
-    (128, 64, 8, 3),
-    (128, 128, 8, 3),
-    (128, 64, 4, 3),
-    (128, 32, 4, 4),
-    (64, 128, 4, 3),
-    (64, 64, 4, 3),
-    (64, 32, 4, 4),
-    (32, 32, 4, 2),
-    (16, 16, 2, 2),
-]
+    (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (128, 32, 4, 4),
+    (64, 128, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4),
+    (32, 32, 4, 2), (16, 16, 2, 2),
+]  # fmt: skip
 
 
 def _block_d(head_dim: int) -> int:
@@ -385,13 +378,8 @@ def _rel_bias_flags(num_buckets: int, max_distance: int) -> dict:
     exact = num_buckets // 4
     log_scale = (num_buckets // 2 - exact) / math.log2(max_distance / exact)
     exact_pow = log_scale in (1.0, 2.0) and exact & (exact - 1) == 0 and max_distance**2 < 2**24
-    return dict(
-        HAS_REL_BIAS=True,
-        NUM_BUCKETS=num_buckets,
-        MAX_DISTANCE=max_distance,
-        REL_LOG_SCALE=log_scale,
-        REL_LOG_POW=int(log_scale) if exact_pow else 0,
-    )
+    flags = dict(HAS_REL_BIAS=True, NUM_BUCKETS=num_buckets, MAX_DISTANCE=max_distance, REL_LOG_SCALE=log_scale)
+    return dict(flags, REL_LOG_POW=int(log_scale) if exact_pow else 0)
 
 
 def varlen_attention(
@@ -419,10 +407,9 @@ def varlen_attention(
     out: optional [T, H] buffer (qkv's dtype, unit column stride). input_precision: None -> "ieee" for
     fp32 operands, "tf32" (ignored by fp16 / bf16 dots) else.
 
-    The launch config is `launch_state(device).config(KERNEL, key, heuristic_config)`: a tuned or
-    committed one for the key, else the heuristic's; nothing is benchmarked, except inside the state's
-    `autotuning()` (`bertfast tune`), where CANDIDATE_CONFIGS are timed and the winner put there.
-    `config` ({"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}) overrides it for this call.
+    The config is `launch_state(device).config(KERNEL, key, heuristic_config)` (inside the state's
+    `autotuning()`, CANDIDATE_CONFIGS are timed and the winner put there); `config` ({"BLOCK_M",
+    "BLOCK_N", "num_warps", "num_stages"}) overrides it for this call.
     """
     T, H, num_heads, D = _check_qkv(qkv, cu_seqlens, num_heads)
     max_seqlen = _as_int("max_seqlen", max_seqlen)
@@ -437,12 +424,10 @@ def varlen_attention(
         raise ValueError(f"input_precision must be None, 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
     if config is not None:
         _check_config(config)
-    if rel_bias is None:
-        bias_args, bias_flags = (None, 0, 0), _NO_REL_BIAS
-    else:
-        num_buckets, max_distance = _check_rel_bias(rel_bias, max_distance, num_heads)
+    bias_args, bias_flags = (None, 0, 0), _NO_REL_BIAS
+    if rel_bias is not None:
+        bias_flags = _rel_bias_flags(*_check_rel_bias(rel_bias, max_distance, num_heads))
         bias_args = (rel_bias, rel_bias.stride(0), rel_bias.stride(1))
-        bias_flags = _rel_bias_flags(num_buckets, max_distance)
     device = _utils.check_devices(_varlen_attention_fwd_kernel, qkv=qkv, cu_seqlens=cu_seqlens, rel_bias=rel_bias)
     out = _utils.check_out(out, (T, H), qkv.dtype, device, qkv=qkv, cu_seqlens=cu_seqlens)
     batch = cu_seqlens.shape[0] - 1
