@@ -107,7 +107,8 @@ class Service:
         finally:
             gone.cancel()
             if not job.future.done():
-                job.future.cancel()  # its texts still queued are dropped; a batch running ignores them
+                job.future.cancel()  # a batch running with its texts ignores them
+                self.batcher.forget(job)  # its texts still queued are dropped
         if job.future.cancelled():
             raise _ClientGone
         self.metrics.inputs.labels(route).inc(n)

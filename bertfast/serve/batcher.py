@@ -32,7 +32,10 @@ class Job:
     n: int
     future: asyncio.Future
     rows: list = field(default_factory=list)
-    remaining: int = 0
+    remaining: int = 0  # rows not computed yet
+    queued: int = 0  # texts still in the queue, and their tokens
+    queued_tokens: int = 0
+    forgotten: bool = False  # gone (its client left, or a batch of it failed): its queued texts are dropped
 
     def __post_init__(self):
         self.rows = [None] * self.n
@@ -78,6 +81,9 @@ class Batcher:
         self.max_batch_tokens, self.max_queue, self.max_wait_s = max_batch_tokens, max_queue, max_wait_s
         self._metrics = metrics
         self._pending: collections.deque[_Item] = collections.deque()
+        # Texts and tokens queued for live jobs (a forgotten job's texts stay in the deque until a window
+        # reaches them, but no longer count).
+        self._queued = 0
         self._pending_tokens = 0
         self._incoming = 0  # texts being tokenized now, soon to be submitted
         self._wakeup = asyncio.Event()
@@ -91,8 +97,8 @@ class Batcher:
 
     def reserve(self, n: int) -> None:
         """Claim room for n texts before tokenizing them (QueueFull when there is none)."""
-        if len(self._pending) + self._incoming + n > self.max_queue:
-            raise QueueFull(f"the queue holds {len(self._pending) + self._incoming} texts (at most {self.max_queue})")
+        if self._queued + self._incoming + n > self.max_queue:
+            raise QueueFull(f"the queue holds {self._queued + self._incoming} texts (at most {self.max_queue})")
         self._incoming += n
 
     def release(self, n: int) -> None:
@@ -106,10 +112,22 @@ class Batcher:
         now = time.perf_counter()
         self._incoming -= len(encoded)
         self._pending.extend(_Item(job, i, e, now) for i, e in enumerate(encoded))
-        self._pending_tokens += sum(len(e.ids) for e in encoded)
-        self._metrics.queue_depth.set(len(self._pending))
+        job.queued, job.queued_tokens = len(encoded), sum(len(e.ids) for e in encoded)
+        self._count(job.queued, job.queued_tokens)
         self._wakeup.set()
         return job
+
+    def forget(self, job: Job) -> None:
+        """Drop a job's queued texts (its client left, or one of its batches failed): they free their
+        room in the queue now and are never computed."""
+        if not job.forgotten:
+            job.forgotten = True
+            self._count(-job.queued, -job.queued_tokens)
+
+    def _count(self, texts: int, tokens: int) -> None:
+        self._queued += texts
+        self._pending_tokens += tokens
+        self._metrics.queue_depth.set(self._queued)
 
     # ---------------------------------------------------------------- the batching loop
 
@@ -179,12 +197,11 @@ class Batcher:
         tokens, limit = 0, self.WINDOW_BUDGETS * self.max_batch_tokens
         while self._pending and (not window or tokens + self._pending[0].tokens <= limit):
             item = self._pending.popleft()
-            self._pending_tokens -= item.tokens
-            if not item.job.future.done():
+            if not item.job.forgotten:
+                self._take(item, -1)
                 window.append(item)
                 tokens += item.tokens
         if not window:
-            self._metrics.queue_depth.set(len(self._pending))
             return window
         oldest = window[0]
         window.sort(key=lambda item: item.tokens)
@@ -199,9 +216,15 @@ class Batcher:
         chosen = next(b for b in batches if any(item is oldest for item in b))
         rest = [item for b in batches if b is not chosen for item in b]
         self._pending.extendleft(reversed(rest))
-        self._pending_tokens += sum(item.tokens for item in rest)
-        self._metrics.queue_depth.set(len(self._pending))
+        for item in rest:
+            self._take(item, +1)
         return chosen
+
+    def _take(self, item: _Item, sign: int) -> None:
+        """Count an item out of the queue (sign -1) or back into it (+1)."""
+        item.job.queued += sign
+        item.job.queued_tokens += sign * item.tokens
+        self._count(sign, sign * item.tokens)
 
     async def _execute(self, worker: int, batch: list[_Item]) -> None:
         start = time.perf_counter()
@@ -218,6 +241,7 @@ class Batcher:
             for item in batch:
                 if not item.job.future.done():
                     item.job.future.set_exception(e)
+                self.forget(item.job)
         else:
             for item, row in zip(batch, rows):
                 job = item.job
