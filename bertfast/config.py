@@ -107,16 +107,7 @@ class BertConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"config field {name!r} must be a positive integer, got {v!r}")
 
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "num_labels",
-        ):
+        for name in (*REQUIRED_FIELDS, "num_labels"):
             positive_int(name)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(

@@ -48,6 +48,21 @@ def _texts(texts: Any, name: str) -> list[str]:
     return list(texts)
 
 
+def _check_container(return_tensors: str) -> None:
+    if return_tensors not in ("np", "pt"):
+        raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
+
+
+def _in_container(packed: dict[str, Any], return_tensors: str) -> dict[str, Any]:
+    """The packed numpy arrays as `return_tensors` asks ("pt": torch tensors sharing their memory)."""
+    if return_tensors == "pt":
+        import torch
+
+        for k in ("input_ids", "token_type_ids", "cu_seqlens"):
+            packed[k] = torch.from_numpy(packed[k])
+    return packed
+
+
 class JsonTokenizer:
     """A `tokenizers` tokenizer.json behind bertfast's packed interface.
 
@@ -110,8 +125,7 @@ class JsonTokenizer:
     ) -> dict[str, Any]:
         """Rows truncated to max_length tokens (default: model_max_length), specials included, concatenated:
         input_ids and token_type_ids flat int64 (T,), cu_seqlens int32 (B + 1,), max_seqlen an int."""
-        if return_tensors not in ("np", "pt"):
-            raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
+        _check_container(return_tensors)
         max_length = check_length("max_length", max_length, 1)
         if max_length is None:
             max_length = self.model_max_length
@@ -135,12 +149,7 @@ class JsonTokenizer:
             "cu_seqlens": cu,
             "max_seqlen": int(lengths.max()) if len(lengths) else 0,
         }
-        if return_tensors == "pt":
-            import torch
-
-            for k in ("input_ids", "token_type_ids", "cu_seqlens"):
-                out[k] = torch.from_numpy(out[k])
-        return out
+        return _in_container(out, return_tensors)
 
     def __repr__(self) -> str:
         return f"JsonTokenizer({self.tokenizer_file!r}, model_max_length={self.model_max_length})"
@@ -191,8 +200,7 @@ class DoubleSeparatorPairs:
         if text_pair is None or not add_special_tokens:
             kwargs = dict(max_length=max_length, add_special_tokens=add_special_tokens, return_tensors=return_tensors)
             return self.tokenizer.pack(texts, text_pair, **kwargs)
-        if return_tensors not in ("np", "pt"):
-            raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
+        _check_container(return_tensors)
         max_length = check_length("max_length", max_length, 4)
         if max_length is None and self.tokenizer.model_max_length <= LARGE_INTEGER:
             max_length = self.tokenizer.model_max_length
@@ -209,12 +217,7 @@ class DoubleSeparatorPairs:
             "cu_seqlens": (cu + np.arange(B + 1)).astype(np.int32),
             "max_seqlen": inner["max_seqlen"] + 1 if B else 0,
         }
-        if return_tensors == "pt":
-            import torch
-
-            for k in ("input_ids", "token_type_ids", "cu_seqlens"):
-                out[k] = torch.from_numpy(out[k])
-        return out
+        return _in_container(out, return_tensors)
 
     def __repr__(self) -> str:
         return f"DoubleSeparatorPairs({self.tokenizer!r})"
