@@ -176,23 +176,29 @@ def test_varlen_attention_bad_inputs():
         varlen_attention(qkv, cu, 6, 2, out=qkv[:, 32:64])
 
 
-def test_candidate_configs_lead_with_the_heuristic_and_fit_the_sequences():
+def test_gpu_candidate_configs_lead_with_the_heuristic_and_fit_the_sequences():
+    """The compiled kernels' choices, asked for here under the interpreter too: the heuristic's pick first,
+    no duplicate, no tile longer than the sequences beyond 32, fp32 (FMA-unit dots) at most 128 x 64."""
     for dtype in ("float16", "bfloat16", "float32"):
         for head_dim in (32, 64, 80, 128):
             for bucket in (16, 32, 128, 512):
-                key = (bucket, head_dim, "ieee" if dtype == "float32" else "tf32", dtype, False)
-                candidates = attention_module.CANDIDATE_CONFIGS(key)
-                assert candidates[0] == attention_module.heuristic_config(key), key
-                assert len({tuple(sorted(c.items())) for c in candidates}) == len(candidates), key
-                for c in candidates:
-                    assert set(c) == {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}, (key, c)
-                    if not interpreting():  # tiles past the sequence only cost masked work
+                for has_bias in (False, True):
+                    key = (bucket, head_dim, "ieee" if dtype == "float32" else "tf32", dtype, has_bias)
+                    candidates = attention_module.CANDIDATE_CONFIGS(key, interpreted=False)
+                    assert candidates[0] == attention_module.heuristic_config(key, interpreted=False), key
+                    assert len({tuple(sorted(c.items())) for c in candidates}) == len(candidates), key
+                    for c in candidates:
+                        assert set(c) == {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}, (key, c)
                         assert max(c["BLOCK_M"], c["BLOCK_N"]) <= max(bucket, 32), (key, c)
-    if interpreting():  # the interpreter always runs its one small config
-        assert attention_module.CANDIDATE_CONFIGS((512, 64, "tf32", "float16", True)) == [
-            attention_module.INTERPRETER_CONFIG
-        ]
-    # Whether the candidates fit shared memory is checked by compiling them (test_kernel_build.py).
+                        if dtype == "float32":
+                            assert c["BLOCK_M"] * max(c["BLOCK_N"], head_dim) <= 128 * 64, (key, c)
+    big = attention_module.CANDIDATE_CONFIGS((512, 64, "tf32", "float16", False), interpreted=False)
+    assert {(c["BLOCK_M"], c["BLOCK_N"]) for c in big} >= {(128, 64), (64, 64), (128, 128)}, big
+    # Whether they fit shared memory is checked by compiling them (test_kernel_build.py); the interpreter
+    # always runs its one small config.
+    assert attention_module.CANDIDATE_CONFIGS((512, 64, "tf32", "float16", True), interpreted=True) == [
+        attention_module.INTERPRETER_CONFIG
+    ]
 
 
 # --------------------------------------------------------------------------- launch configs

@@ -228,8 +228,9 @@ def _fits(config: dict, head_dim: int, elem_bytes: int) -> bool:
     return smem <= _utils.SMEM_LIMIT
 
 
-def heuristic_config(key: tuple) -> dict:
-    """The config of a key nobody tuned: deterministic, from the sizes alone.
+def heuristic_config(key: tuple, interpreted: Optional[bool] = None) -> dict:
+    """The config of a key nobody tuned: deterministic, from the sizes alone (`interpreted`: for the
+    interpreter, default: whether it is on).
 
     - fp16 / bf16, sequences of 256+: 128 query rows x 64 keys on 8 warps (FA2's tile for D <= 128);
     - 64..128: 64 x 64 on 4 warps, twice the programs of 128-row tiles for the short batches;
@@ -238,7 +239,7 @@ def heuristic_config(key: tuple) -> dict:
     Pipelining depth 3 when there are at least four key blocks to stream, else 2, lowered until the
     stages fit the shared memory of one block. Under the interpreter: INTERPRETER_CONFIG.
     """
-    if _utils.interpreting():
+    if _utils.interpreting() if interpreted is None else interpreted:
         return dict(INTERPRETER_CONFIG)
     seq_bucket, head_dim, _, dtype_name, _ = key
     elem_bytes = _DTYPE_BYTES[dtype_name]
@@ -258,12 +259,12 @@ def heuristic_config(key: tuple) -> dict:
     return cfg
 
 
-def CANDIDATE_CONFIGS(key: tuple) -> list[dict]:  # noqa: N802 (a table-like name, called per key)
+def CANDIDATE_CONFIGS(key: tuple, interpreted: Optional[bool] = None) -> list[dict]:
     """The configs worth timing for a key, the heuristic's pick first (so tuning can only keep or beat it):
     the tiles no longer than the sequences (beyond 32), that fit shared memory, and for fp32 (FMA-unit
     dots) no larger than 128 x 64 scores."""
-    pick = heuristic_config(key)
-    if _utils.interpreting():
+    pick = heuristic_config(key, interpreted)
+    if _utils.interpreting() if interpreted is None else interpreted:
         return [pick]
     seq_bucket, head_dim, _, dtype_name, _ = key
     elem_bytes = _DTYPE_BYTES[dtype_name]
