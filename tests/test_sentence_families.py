@@ -163,7 +163,12 @@ def test_tokenizer_kind_follows_the_registry(saved_tokenizers, tmp_path):
 HIDDEN, HEADS, INTERMEDIATE, LAYERS, DENSE_OUT, MAX_SEQ = 36, 3, 52, 2, 17, 33
 
 
+EMBEDDING = 20  # ELECTRA's and ALBERT's embedding width, projected to HIDDEN
+
+
 def _encoder(family: str, tok, seed: int):
+    """A tiny random base model of `family` (odd sizes) sized for `tok`'s vocabulary."""
+    t = transformers
     common = dict(
         vocab_size=len(tok),
         hidden_size=HIDDEN,
@@ -175,12 +180,28 @@ def _encoder(family: str, tok, seed: int):
         attention_probs_dropout_prob=0.0,
         pad_token_id=tok.pad_token_id,
     )
-    if family == "roberta":
-        cfg = transformers.RobertaConfig(**common, type_vocab_size=1, bos_token_id=0, eos_token_id=2)
-        model = transformers.RobertaModel(cfg, add_pooling_layer=False)
-    else:
-        cfg = transformers.MPNetConfig(**common, relative_attention_num_buckets=32)
-        model = transformers.MPNetModel(cfg, add_pooling_layer=False)
+    roberta_like = dict(type_vocab_size=1, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    configs = {
+        "bert": lambda: t.BertConfig(**common),
+        "roberta": lambda: t.RobertaConfig(**common, **roberta_like),
+        "xlm-roberta": lambda: t.XLMRobertaConfig(**common, **roberta_like),
+        "camembert": lambda: t.CamembertConfig(**common, **roberta_like),
+        "mpnet": lambda: t.MPNetConfig(**common, relative_attention_num_buckets=32),
+        "electra": lambda: t.ElectraConfig(**common, embedding_size=EMBEDDING),
+        "albert": lambda: t.AlbertConfig(**common, embedding_size=EMBEDDING, hidden_act="gelu_new"),
+        "distilbert": lambda: t.DistilBertConfig(
+            vocab_size=len(tok),
+            dim=HIDDEN,
+            n_layers=LAYERS,
+            n_heads=HEADS,
+            hidden_dim=INTERMEDIATE,
+            max_position_embeddings=MAX_SEQ + 9,
+            dropout=0.0,
+            attention_dropout=0.0,
+            pad_token_id=tok.pad_token_id,
+        ),
+    }
+    model = t.AutoModel.from_config(configs[family]())
     return randomize_(model, seed).eval()
 
 
@@ -302,6 +323,23 @@ def test_prompts_follow_sentence_transformers(tmp_path):
     assert_close(torch.from_numpy(both), torch.from_numpy(model.encode(texts, prompt="instruct: ")), MODEL_ATOL_FP32)
     with pytest.raises(ValueError, match="prompt_name 'nope'"):
         enc.encode(texts, prompt_name="nope")
+
+
+OTHER_FAMILIES = [f for f in families.SUPPORTED if f not in ("roberta", "mpnet")]
+
+
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_every_family_folder_equals_sentence_transformers(tmp_path, family):
+    d = make_st_folder(str(tmp_path), family, modes=("mean", "cls"), seed=9)
+    texts = TEXTS + random_texts(6, seed=10)
+    ref = st.SentenceTransformer(d, device="cpu").encode(texts, batch_size=4)
+    enc = SentenceEncoder.from_pretrained(d, backend="torch")
+    import bertfast
+
+    native = isinstance(enc.model, bertfast.BertModel)  # BERT runs natively, the others patched by optimize()
+    assert native == (family == "bert") and (native or bertfast.is_optimized(enc.model))
+    got = enc.encode(texts, batch_size=4)
+    assert_close(torch.from_numpy(got), torch.from_numpy(ref), MODEL_ATOL_FP32, f"{family} sentence folder")
 
 
 def test_generators_and_repr(folder):
