@@ -19,6 +19,22 @@ KERNEL_DTYPES = [
 ]
 
 
+def count_packed_calls(monkeypatch) -> list:
+    """A list that grows by one per packed forward for the rest of the test, so that a test knows
+    bertfast computed an output (and not transformers' own forward)."""
+    from bertfast import encoder
+
+    calls = []
+    real = encoder.packed_forward
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "packed_forward", counted)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def seed_from_test_id(request):
     """Autouse where imported: fresh random data per test, reproducible from the test's id."""

@@ -14,7 +14,14 @@ from bertfast.config import ConfigError
 from bertfast.encoder import PATCH_ATTR, RUNNER_ATTR
 from bertfast.padding import pack_plan
 
-from .helpers import ATOL, MODEL_ATOL_FP32, MODEL_ATOL_FP32_TRITON, assert_close, compare_outputs
+from .helpers import (
+    ATOL,
+    MODEL_ATOL_FP32,
+    MODEL_ATOL_FP32_TRITON,
+    assert_close,
+    compare_outputs,
+    count_packed_calls,
+)
 from .models import FAMILY_CONFIGS, family_batch, family_model
 
 transformers = pytest.importorskip("transformers")
@@ -23,20 +30,6 @@ TYPES = list(FAMILY_CONFIGS)
 SUPPORTED_TEXT = "supported: bert, roberta, xlm-roberta, camembert, distilbert, electra, albert, mpnet"
 # Two shapes through the same patched model: a ragged batch with a row of length 1, then another one.
 SHAPES = (([13, 7, 1, 4], 13), ([33, 1, 20], 33))
-
-
-@pytest.fixture
-def packed_calls(monkeypatch):
-    """Counts packed forwards, so a test knows bertfast computed the output (not HF's own forward)."""
-    calls = []
-    real = encoder.packed_forward
-
-    def counted(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(encoder, "packed_forward", counted)
-    return calls
 
 
 def _types(types):
@@ -87,7 +80,8 @@ def test_a_decoder_of_a_supported_family_is_refused_before_patching():
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_base_model_matches_hf_on_the_torch_path(model_type, packed_calls):
+def test_base_model_matches_hf_on_the_torch_path(model_type, monkeypatch):
+    packed_calls = count_packed_calls(monkeypatch)
     ref = family_model(model_type, seed=TYPES.index(model_type))
     model = bertfast.optimize(copy.deepcopy(ref), backend="torch")
     for seed, (lengths, seqlen) in enumerate(SHAPES):
@@ -105,7 +99,8 @@ def test_base_model_matches_hf_on_the_torch_path(model_type, packed_calls):
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_base_model_matches_hf_on_the_triton_kernels(model_type, packed_calls):
+def test_base_model_matches_hf_on_the_triton_kernels(model_type, monkeypatch):
+    packed_calls = count_packed_calls(monkeypatch)
     if not (torch.cuda.is_available() or ops.interpreter_on()):
         pytest.skip("the Triton path needs a GPU or TRITON_INTERPRET=1")
     ref = family_model(model_type, seed=20 + TYPES.index(model_type))
@@ -120,10 +115,11 @@ def test_base_model_matches_hf_on_the_triton_kernels(model_type, packed_calls):
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_left_padding_inputs_embeds_and_position_ids_match_hf(model_type, packed_calls):
+def test_left_padding_inputs_embeds_and_position_ids_match_hf(model_type, monkeypatch):
     """RoBERTa-style positions count non-padding ids (left padding shifts them), embeddings count from
     padding_idx + 1; explicit position_ids are taken as given. (With left padding HF's pooler reads a
     padding position, bertfast's the first real token: only the token outputs are compared.)"""
+    packed_calls = count_packed_calls(monkeypatch)
     ref = family_model(model_type, seed=40 + TYPES.index(model_type))
     model = bertfast.optimize(copy.deepcopy(ref), backend="torch")
     ids, mask, types = family_batch(ref, [11, 4, 1], 11, seed=3, left=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bertfast
-from bertfast import encoder, hf, ops
+from bertfast import hf, ops
 
 from .helpers import (
     GRAD_ATOL_FP32_RELATIVE,
@@ -19,6 +19,7 @@ from .helpers import (
     MODEL_ATOL_FP32_TRITON,
     assert_close,
     compare_outputs,
+    count_packed_calls,
 )
 from .models import FAMILY_CONFIGS, family_batch, family_model
 
@@ -41,19 +42,6 @@ CASES = [
     if hasattr(transformers, prefix + head)
 ]
 CHOICES = 2
-
-
-@pytest.fixture
-def packed_calls(monkeypatch):
-    calls = []
-    real = encoder.packed_forward
-
-    def counted(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(encoder, "packed_forward", counted)
-    return calls
 
 
 def _labels(model, head: str, ids: torch.Tensor, mask: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
@@ -86,7 +74,8 @@ def _batch(ref, head: str, lengths: list[int], seqlen: int, seed: int):
 
 
 @pytest.mark.parametrize("model_type,head", CASES, ids=[f"{m}-{h}" for m, h in CASES])
-def test_head_logits_and_loss_match_hf(model_type, head, packed_calls):
+def test_head_logits_and_loss_match_hf(model_type, head, monkeypatch):
+    packed_calls = count_packed_calls(monkeypatch)
     seed = CASES.index((model_type, head))
     ref = family_model(model_type, head, seed=seed, num_labels=3 if "Classification" in head else 2)
     model = bertfast.optimize(copy.deepcopy(ref), backend="torch")
@@ -107,7 +96,8 @@ def test_head_logits_and_loss_match_hf(model_type, head, packed_calls):
 
 
 @pytest.mark.parametrize("model_type", [m for m in FAMILY_CONFIGS if m != "bert"])
-def test_sequence_classifier_on_the_triton_kernels(model_type, packed_calls):
+def test_sequence_classifier_on_the_triton_kernels(model_type, monkeypatch):
+    packed_calls = count_packed_calls(monkeypatch)
     if not (torch.cuda.is_available() or ops.interpreter_on()):
         pytest.skip("the Triton path needs a GPU or TRITON_INTERPRET=1")
     seed = 60 + list(FAMILY_CONFIGS).index(model_type)
@@ -136,7 +126,8 @@ SENTENCES = ["the cat sat on the mat", "a", "red kernels runs fast and the blue 
 PAIRS = [("the cat", "sat on the mat"), ("a dog", "a"), ("fast kernels", "the encoder runs the text model fast")]
 
 
-def test_sentence_transformer_on_mpnet_equals_its_own_encode(tmp_path, packed_calls):
+def test_sentence_transformer_on_mpnet_equals_its_own_encode(tmp_path, monkeypatch):
+    packed_calls = count_packed_calls(monkeypatch)
     st = pytest.importorskip("sentence_transformers")
     from sentence_transformers.sentence_transformer import modules as st_models
 
@@ -154,7 +145,8 @@ def test_sentence_transformer_on_mpnet_equals_its_own_encode(tmp_path, packed_ca
     assert_close(got, expected, MODEL_ATOL_FP32, "MPNet sentence embeddings")
 
 
-def test_cross_encoder_on_electra_predicts_its_own_scores(tmp_path, packed_calls):
+def test_cross_encoder_on_electra_predicts_its_own_scores(tmp_path, monkeypatch):
+    packed_calls = count_packed_calls(monkeypatch)
     st = pytest.importorskip("sentence_transformers")
     vocab = _wordpiece_vocab(tmp_path / "vocab.txt", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     tokenizer = transformers.ElectraTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
@@ -180,9 +172,10 @@ def test_warmup_off_cuda_warns_once_that_no_graphs_are_captured():
 
 
 @pytest.mark.parametrize("model_type", ["albert", "distilbert", "mpnet"])
-def test_gradients_equal_hf_and_restore_undoes_the_patch(model_type, packed_calls):
+def test_gradients_equal_hf_and_restore_undoes_the_patch(model_type, monkeypatch):
     """Training runs the torch path: every parameter's gradient equals HF's (ALBERT's shared layers sum
     theirs over every use); restore() hands the model back to transformers' own forward."""
+    packed_calls = count_packed_calls(monkeypatch)
     ref = family_model(model_type, "ForSequenceClassification", seed=80, num_labels=3).train()
     model = bertfast.optimize(copy.deepcopy(ref), backend="auto").train()
     ids, mask, types = family_batch(ref, [12, 5, 1], 12, seed=80)
