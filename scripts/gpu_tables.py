@@ -113,7 +113,8 @@ def config_shapes(models, buckets) -> dict[str, list]:
         cfg = model_config(m)
         gemms += [s for s in gemm_shapes(m, buckets) if s not in gemms]
         head_dim = cfg.hidden_size // cfg.num_attention_heads
-        attn += [(s, head_dim) for s in (16, 32, 64, 128, 256, 512) if (s, head_dim) not in attn]
+        seqs = [s for s in (16, 32, 64, 128, 256, 512) if s <= max(buckets, default=0)]  # a batch's longest row
+        attn += [(s, head_dim) for s in seqs if (s, head_dim) not in attn]
     return {"gemm": gemms, "attention": attn}
 
 

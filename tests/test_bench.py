@@ -45,6 +45,8 @@ def test_report_schema(tiny_report):
     assert r["profile"] is None and r["runtime"] is None and r["sentence_transformers"] is None  # not asked for
     assert r["weights"]["tiny"].startswith("random") and "seed" in r["weights"]["tiny"]
     assert r["peak"]["matmul_op"] == "F.linear"
+    assert isinstance(r["host_load_per_core"], float) and r["host_load_per_core"] >= 0  # 1-minute load / cores
+    assert f"host load {r['host_load_per_core']:.2f} per core" in bench.markdown(r)
     assert r["peak"]["matmul_tflops"] > 0 and r["peak"]["copy_tbps"] > 0
     assert r["tokenizer"]  # the sentence workload says which tokenizer made its lengths
     rows = r["results"]

@@ -79,7 +79,12 @@ def _header(report: dict) -> list[str]:
         f"{report['date']} · torch {report['torch']} · triton {report['triton']} · "
         f"transformers {report['transformers']}"
         + (f" · driver {report['driver']}" if report.get("driver") else "")
-        + (f" · {report['cpu_threads']} threads" if report.get("cpu_threads") else ""),
+        + (f" · {report['cpu_threads']} threads" if report.get("cpu_threads") else "")
+        + (
+            f" · host load {report['host_load_per_core']:.2f} per core at the start"
+            if report.get("host_load_per_core") is not None
+            else ""
+        ),
         "",
         f"Ceilings: {ceil}. Sentence lengths tokenized by: {report.get('tokenizer') or 'n/a'}.",
     ]

@@ -13,6 +13,7 @@ import datetime as _dt
 import gc
 import itertools
 import math
+import os
 import statistics
 import sys
 import time
@@ -118,6 +119,9 @@ def _new_report(opts: BenchOptions, device: torch.device, dtypes: list[torch.dty
         "driver": driver_version(device),
         "device_type": device.type,
         "cpu_threads": torch.get_num_threads() if device.type == "cpu" else None,
+        # The host's 1-minute load average at the start (per core): other work on a shared machine skews
+        # every CPU figure, and host-bound GPU figures too; the report says how busy the machine was.
+        "host_load_per_core": _load_per_core(),
         "peak": measure_peaks(device, dtypes, opts.quick),
         "tokenizer": None,
         "conventions": CONVENTIONS,
@@ -128,6 +132,13 @@ def _new_report(opts: BenchOptions, device: torch.device, dtypes: list[torch.dty
         "sentence_transformers": None,
         "runtime": None,
     }
+
+
+def _load_per_core() -> float | None:
+    try:
+        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 2)
+    except (AttributeError, OSError):  # no load average on this platform
+        return None
 
 
 def _run(opts: BenchOptions, device: torch.device) -> dict:
