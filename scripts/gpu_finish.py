@@ -45,6 +45,114 @@ def _bench_report(out: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def _rows(report: dict, lengths: str, batch: int, seq: int, model: str = "bert-base", dtype: str = "float16"):
+    """{engine: median_ms} of one case."""
+    return {
+        r["engine"]: r["median_ms"]
+        for r in report.get("results", [])
+        if (r["model"], r["dtype"], r["lengths"], r["batch"], r["seq"]) == (model, dtype, lengths, batch, seq)
+    }
+
+
+def _ours_and_peers(case: dict) -> tuple[float | None, dict]:
+    ours = [ms for e, ms in case.items() if e.startswith("bertfast")]
+    return (min(ours) if ours else None), {e: ms for e, ms in case.items() if not e.startswith("bertfast")}
+
+
+def _target(name: str, measured, met) -> dict:
+    return dict(target=name, measured=measured, met=met)
+
+
+def _speed_targets(report: dict) -> list[dict]:
+    out = []
+    ours, peers = _ours_and_peers(_rows(report, "fixed", 1, 128))
+    best = min(peers.values(), default=None)
+    out.append(
+        _target(
+            "1x128 <= 0.30 ms, ahead of every peer",
+            ours,
+            None if ours is None or best is None else ours <= 0.30 and ours < best,
+        )
+    )
+    ours, _ = _ours_and_peers(_rows(report, "fixed", 32, 128))
+    out.append(_target("32x128 <= 1.6 ms", ours, None if ours is None else ours <= 1.6))
+    ours, peers = _ours_and_peers(_rows(report, "fixed", 32, 512))
+    best = min(peers.values(), default=None)
+    ratio = None if ours is None or best is None else ours / best
+    out.append(_target("32x512 <= 0.85 x the best peer", ratio, None if ratio is None else ratio <= 0.85))
+    ours, peers = _ours_and_peers(_rows(report, "varlen-uniform", 32, 128))
+    sdpa, tcg = peers.get("hf-sdpa"), peers.get("torch-compile-cudagraphs")
+    met = None if ours is None or sdpa is None or tcg is None else ours <= 1.2 and sdpa / ours >= 2.5 and ours < tcg
+    out.append(
+        _target(
+            "32x128 U[16,128] <= 1.2 ms, >= 2.5x hf-sdpa, ahead of torch-compile-cudagraphs",
+            {"ms": ours, "x_hf_sdpa": sdpa / ours if ours and sdpa else None, "torch_compile_cudagraphs_ms": tcg},
+            met,
+        )
+    )
+    parts = {
+        p["engine"]: p.get("parts_ms") or {}
+        for p in report.get("profile") or []
+        if p.get("case") == "fixed b32 s128" and p.get("dtype") == "float16"
+    }
+    ours_p = parts.get("bertfast-graphs") or parts.get("bertfast") or {}
+    ref_p = parts.get("hf-sdpa") or {}
+    if ours_p.get("gemm") and ref_p.get("gemm"):
+        out.append(
+            _target(
+                "32x128 GEMM time within 5% of cuBLAS (hf-sdpa's)",
+                ours_p["gemm"] / ref_p["gemm"],
+                ours_p["gemm"] <= 1.05 * ref_p["gemm"],
+            )
+        )
+    if ours_p.get("attention") and ref_p.get("attention"):
+        out.append(
+            _target(
+                "32x128 attention at or below cuDNN's (hf-sdpa's)",
+                ours_p["attention"] / ref_p["attention"],
+                ours_p["attention"] <= ref_p["attention"],
+            )
+        )
+    for row in (report.get("sentence_transformers") or {}).get("rows", []):
+        out.append(
+            _target(
+                f"sentence-transformers >= 2.5x at batch {row['batch_size']}", row["speedup"], row["speedup"] >= 2.5
+            )
+        )
+    return out
+
+
+def _accuracy_and_runtime_targets(report: dict, smoke: dict | None) -> list[dict]:
+    out = []
+    for c in (smoke or {}).get("checks", []):
+        if c["name"].startswith("model") and "hf_err" in c:
+            out.append(
+                _target(
+                    f"{c['name']}: error <= 2x HF's own (+ atol)", {"err": c["err"], "hf_err": c["hf_err"]}, c["ok"]
+                )
+            )
+    rt = report.get("runtime") or {}
+
+    def num(v):
+        return v if isinstance(v, (int, float)) else None
+
+    cold, new, rate = num(rt.get("cold_start_s")), num(rt.get("new_bucket_s")), num(rt.get("replay_rate"))
+    threads, reserved = rt.get("threads_ok") or {}, rt.get("reserved_mb") or {}
+    out.append(_target("cold start <= 5 s", rt.get("cold_start_s"), None if cold is None else cold <= 5))
+    out.append(_target("new bucket <= 1 s", rt.get("new_bucket_s"), None if new is None else new <= 1))
+    out.append(_target("replay rate >= 99%", rt.get("replay_rate"), None if rate is None else rate >= 0.99))
+    mism = threads.get("mismatches")
+    out.append(_target("0 mismatches under threads", threads, None if mism is None else mism == 0))
+    flat = None if "at_end" not in reserved else reserved["at_end"] <= 1.05 * reserved["after_quarter"]
+    out.append(_target("reserved memory flat (end <= 1.05x after a quarter)", reserved, flat))
+    return out
+
+
+def targets(report: dict, smoke: dict | None) -> list[dict]:
+    """Issue 16's targets against this run's figures: met True/False, or None where not measured."""
+    return _speed_targets(report) + _accuracy_and_runtime_targets(report, smoke)
+
+
 def check_lines(gc: dict) -> list[str]:
     lines = [
         f"## GPU check ({gc['mode']}): {gc['verdict']}",
@@ -70,6 +178,11 @@ def check_lines(gc: dict) -> list[str]:
             f"Tables: GEMM choices {gemm.get('rows', 0)} rows (wins {json.dumps(gemm.get('wins', {}))}; cut: "
             f"{', '.join(gemm.get('cut') or []) or 'none'}); kernel configs: {json.dumps(tables.get('configs'))}.",
         ]
+    if gc.get("targets"):
+        lines += ["", "| target (H100/H200, fp16, BERT-base) | measured | met |", "|---|---|---|"]
+        for t in gc["targets"]:
+            met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+            lines.append(f"| {t['target']} | {json.dumps(t['measured'], default=str)} | {met} |")
     return lines + [""]
 
 
@@ -87,6 +200,7 @@ def finish(out: Path, logs: Path, mode: str) -> dict:
     path = _bench_report(out)
     if path is not None:
         report = _read_json(path)
+        gc["targets"] = targets(report, smoke)
         report["gpu_check"] = gc
         path.write_text(json.dumps(report, indent=1, default=str))
         md = path.with_suffix(".md")

@@ -136,3 +136,46 @@ def test_smoke_checks_in_parallel_processes(tmp_path, monkeypatch):
     ]
     assert got["ok"] and all(c["err"] <= c["bound"] for c in got["checks"][:2])
     assert got["checks"][2]["skipped"] == "needs CUDA" and not list(tmp_path.glob("smoke-*.json"))
+
+
+def test_targets_read_off_a_report():
+    finish = _load_script("gpu_finish")
+
+    def row(engine, lengths, batch, seq, ms):
+        return dict(
+            model="bert-base", dtype="float16", lengths=lengths, batch=batch, seq=seq, engine=engine, median_ms=ms
+        )
+
+    results = [row("bertfast-graphs", "fixed", 1, 128, 0.25), row("torch-compile-cudagraphs", "fixed", 1, 128, 0.31)]
+    results += [row("bertfast-graphs", "fixed", 32, 128, 1.7), row("bertfast", "fixed", 32, 128, 1.9)]
+    results += [row("bertfast-graphs", "fixed", 32, 512, 8.0), row("hf-sdpa", "fixed", 32, 512, 10.0)]
+    results += [row("bertfast-graphs", "varlen-uniform", 32, 128, 1.0), row("hf-sdpa", "varlen-uniform", 32, 128, 3.0)]
+    results.append(row("torch-compile-cudagraphs", "varlen-uniform", 32, 128, 1.1))
+    parts = dict(case="fixed b32 s128", dtype="float16")
+    profile = [dict(parts, engine="bertfast-graphs", parts_ms={"gemm": 1.0, "attention": 0.1})]
+    profile.append(dict(parts, engine="hf-sdpa", parts_ms={"gemm": 0.97, "attention": 0.12}))
+    st = {"rows": [{"batch_size": 32, "speedup": 2.6}, {"batch_size": 128, "speedup": 2.4}]}
+    runtime = dict(cold_start_s=4.0, new_bucket_s={"skipped": "timed out after 30 s"}, replay_rate=0.995)
+    runtime.update(threads_ok={"mismatches": 0}, reserved_mb={"after_quarter": 1000.0, "at_end": 1100.0})
+    report = dict(results=results, profile=profile, sentence_transformers=st, runtime=runtime)
+    smoke = {"checks": [dict(name="model minilm bfloat16", ok=True, err=0.01, hf_err=0.008, bound=0.024)]}
+    got = [(t["target"], t["met"]) for t in finish.targets(report, smoke)]
+    expected = [
+        ("1x128 <= 0.30 ms", True),
+        ("32x128 <= 1.6 ms", False),  # 1.7 ms
+        ("32x512 <= 0.85 x", True),  # 0.80 x
+        ("32x128 U[16,128] <= 1.2 ms", True),  # 1.0 ms, 3.0x hf-sdpa, ahead of 1.1 ms
+        ("32x128 GEMM time within 5%", True),  # 1.0 vs 0.97 ms
+        ("32x128 attention at or below", True),
+        ("sentence-transformers >= 2.5x at batch 32", True),
+        ("sentence-transformers >= 2.5x at batch 128", False),
+        ("model minilm bfloat16: error <= 2x", True),
+        ("cold start <= 5 s", True),
+        ("new bucket <= 1 s", None),  # not measured: the probe was cut
+        ("replay rate >= 99%", True),
+        ("0 mismatches under threads", True),
+        ("reserved memory flat", False),  # grew 10%
+    ]
+    assert len(got) == len(expected)
+    for (target, met), (prefix, want) in zip(got, expected):
+        assert target.startswith(prefix) and met is want, (target, met, want)
