@@ -28,7 +28,8 @@ from torch import nn
 from . import ops
 from .config import ACTIVATIONS
 from .families import REGISTRY, Family, LayerView, family_for
-from .inputs import Packed, prepare_padded
+from .inputs import Packed, prepare_packed, prepare_padded
+from .outputs import PackedModelOutput
 from .padding import PackInfo, pad
 
 if TYPE_CHECKING:
@@ -298,3 +299,29 @@ def hf_style_forward(
     h, pooled, states = run_packed(bert, spec, packed, run, output_hidden_states, cuda_graphs)
     hidden = tuple(pad(s, packed.info) for s in states) if states is not None else None  # each (B, S, H)
     return pad(h, packed.info), pooled, hidden
+
+
+def packed_style_forward(
+    bert: nn.Module,
+    spec: Spec,
+    backend: str,
+    input_ids: torch.Tensor,  # (T,)
+    cu_seqlens: torch.Tensor,  # (B + 1,)
+    max_seqlen: int | None = None,
+    token_type_ids: torch.Tensor | None = None,  # (T,)
+    position_ids: torch.Tensor | None = None,  # (T,)
+    output_hidden_states: bool = False,
+    cuda_graphs: bool = False,
+) -> PackedModelOutput:
+    """Packed in, packed out: B sequences laid end to end in `input_ids`, no padding anywhere; positions
+    as the family numbers them within each sequence unless given."""
+    param = spec.family.embeddings(bert).word.weight
+    packed = prepare_packed(spec, param, input_ids, cu_seqlens, max_seqlen, token_type_ids, position_ids)
+    run = choose_backend(bert, backend, param)
+    h, pooled, states = run_packed(bert, spec, packed, run, output_hidden_states, cuda_graphs)
+    return PackedModelOutput(
+        last_hidden_state=h,  # (T, H)
+        pooler_output=pooled,  # (B, H) or None
+        cu_seqlens=packed.info.cu_seqlens,
+        hidden_states=tuple(states) if states is not None else None,
+    )

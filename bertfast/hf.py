@@ -22,13 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from . import ops, runtime
 from .config import ConfigError
-from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec, hf_style_forward
+from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec, hf_style_forward, packed_style_forward
 from .families import SUPPORTED, family_for
 from .modeling import BertPreTrainedModel
+from .outputs import PackedModelOutput
 
 # The arguments the packed path computes from (token_type_ids only where the family has token types).
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
@@ -108,6 +110,37 @@ def _hf_forward(self: nn.Module, *args: Any, **kwargs: Any):
         fields["pooler_output"] = pooled
     out = getattr(modeling_outputs, family.output_class)(**fields)
     return out if return_dict else out.to_tuple()
+
+
+def forward_packed(
+    encoder: nn.Module,
+    input_ids: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    output_hidden_states: bool = False,
+) -> PackedModelOutput:
+    """A patched transformers base model's packed form, as a native model's `forward_packed`:
+    `input_ids` (T,) of B sequences laid end to end, `cu_seqlens` (B + 1,) their offsets, no padding
+    anywhere; positions as the family numbers them (RoBERTa's and MPNet's after padding_idx)."""
+    state = encoder.__dict__.get(PATCH_ATTR)
+    if state is None:
+        raise TypeError(
+            f"forward_packed() takes a transformers base model patched by optimize(), got {type(encoder).__name__}"
+        )
+    return packed_style_forward(
+        encoder,
+        state.spec,
+        state.backend,
+        input_ids,
+        cu_seqlens,
+        max_seqlen,
+        token_type_ids,
+        position_ids,
+        output_hidden_states,
+        state.cuda_graphs,
+    )
 
 
 def _is_transformers_base_model(module: nn.Module) -> bool:

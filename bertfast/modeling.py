@@ -18,8 +18,7 @@ from torch import nn
 from . import ops
 from .checkpoint import CheckpointError, find_weights, load_strict, read_state_dict
 from .config import BertConfig
-from .encoder import RUNNER_ATTR, Spec, choose_backend, hf_style_forward, run_packed
-from .inputs import prepare_packed
+from .encoder import RUNNER_ATTR, Spec, hf_style_forward, packed_style_forward
 from .outputs import BaseModelOutputWithPooling, PackedModelOutput
 
 
@@ -267,15 +266,17 @@ class BertModel(BertPreTrainedModel):
     ) -> PackedModelOutput:
         """The packed form, no padding anywhere: `input_ids` (T,) of B sequences laid end to end,
         `cu_seqlens` (B + 1,) their offsets. Positions restart at 0 in each sequence."""
-        spec, param = self.spec, self.embeddings.word_embeddings.weight
-        packed = prepare_packed(spec, param, input_ids, cu_seqlens, max_seqlen, token_type_ids, position_ids)
-        run = choose_backend(self, self.backend, param)
-        h, pooled, states = run_packed(self, spec, packed, run, output_hidden_states, self.cuda_graphs)
-        return PackedModelOutput(
-            last_hidden_state=h,
-            pooler_output=pooled,
-            cu_seqlens=packed.info.cu_seqlens,
-            hidden_states=tuple(states) if states is not None else None,
+        return packed_style_forward(
+            self,
+            self.spec,
+            self.backend,
+            input_ids,
+            cu_seqlens,
+            max_seqlen,
+            token_type_ids,
+            position_ids,
+            output_hidden_states,
+            self.cuda_graphs,
         )
 
 

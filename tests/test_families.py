@@ -215,3 +215,40 @@ def test_graph_buckets_dummy_padding_is_valid_for_each_family(model_type):
     assert_close(hidden, eager, ATOL[torch.float32], f"{model_type} replay")
     if eager_pooled is not None:
         assert_close(pooled, eager_pooled, ATOL[torch.float32], f"{model_type} pooled replay")
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "distilbert", "albert", "mpnet"])
+def test_forward_packed_of_a_patched_encoder_matches_hf_padded(model_type, monkeypatch):
+    """Packed in, packed out: each sequence's positions restart as the family numbers them, a padding
+    id inside a sequence included (RoBERTa, MPNet)."""
+    packed_calls = count_packed_calls(monkeypatch)
+    ref = family_model(model_type, seed=90)
+    model = bertfast.optimize(copy.deepcopy(ref), backend="torch")
+    lengths = [9, 1, 6]
+    ids, mask, types = family_batch(ref, lengths, 9, seed=90)
+    ids[2, 3] = ref.config.pad_token_id
+    keep = mask.bool()
+    cu = torch.tensor([0, 9, 10, 16], dtype=torch.int32)
+    with torch.no_grad():
+        out = bertfast.hf.forward_packed(model, ids[keep], cu, token_type_ids=None if types is None else types[keep])
+        theirs = ref(ids, attention_mask=mask, **_types(types))
+    assert torch.equal(out.cu_seqlens, cu) and len(packed_calls) == 1
+    assert_close(out.last_hidden_state, theirs.last_hidden_state[keep], MODEL_ATOL_FP32, f"{model_type} packed")
+    if getattr(theirs, "pooler_output", None) is not None:
+        assert_close(out.pooler_output, theirs.pooler_output, MODEL_ATOL_FP32, f"{model_type} packed pooled")
+    with pytest.raises(TypeError, match="patched by optimize"):
+        bertfast.hf.forward_packed(ref, ids[keep], cu)
+
+
+def test_output_attentions_and_selected_hidden_states_run_hf_exactly(monkeypatch):
+    packed_calls = count_packed_calls(monkeypatch)
+    ref = family_model("distilbert", seed=91, attn_implementation="eager")
+    model = bertfast.optimize(copy.deepcopy(ref), backend="torch")
+    ids, mask, _ = family_batch(ref, [7, 3], 7, seed=91)
+    with torch.no_grad():
+        a, b = (m(ids, attention_mask=mask, output_attentions=True) for m in (model, ref))
+        c, d = (m(ids, attention_mask=mask, output_hidden_states=[0, -1]) for m in (model, ref))
+    assert packed_calls == []
+    for x, y in zip(a.attentions + (a.last_hidden_state,), b.attentions + (b.last_hidden_state,)):
+        assert torch.equal(x, y)
+    assert len(c.hidden_states) == len(d.hidden_states) and torch.equal(c.hidden_states[-1], d.hidden_states[-1])
