@@ -72,9 +72,18 @@ def test_unsupported_encoders_are_refused_before_anything_is_patched(prefix, siz
     assert not any(PATCH_ATTR in m.__dict__ or "forward" in m.__dict__ for m in both.modules())
 
 
-def test_a_decoder_of_a_supported_family_is_refused_before_patching():
-    model = family_model("roberta", "ForCausalLM", is_decoder=True)
-    with pytest.raises(ConfigError, match="is_decoder"):
+REFUSED_CONFIGS = [
+    ("roberta", "ForCausalLM", dict(is_decoder=True), "'is_decoder' is true"),
+    ("electra", "Model", dict(hidden_act="mish"), "'hidden_act' is 'mish'"),
+    ("distilbert", "Model", dict(activation="mish"), "'activation' is 'mish'"),
+    ("mpnet", "Model", dict(relative_attention_num_buckets=16), "'relative_attention_num_buckets' is 16"),
+]
+
+
+@pytest.mark.parametrize("model_type,head,overrides,message", REFUSED_CONFIGS, ids=[r[3] for r in REFUSED_CONFIGS])
+def test_a_config_the_forward_cannot_run_is_refused_before_patching(model_type, head, overrides, message):
+    model = family_model(model_type, head, **overrides)
+    with pytest.raises(ConfigError, match=f"config field {message}"):
         bertfast.optimize(model)
     assert not bertfast.is_optimized(model)
 
