@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..tokenizer_json import load_tokenizer
 from .backbone import describe, family_of, load_encoder, longest_input, token_states
 from .folder import PoolingSpec, Prompts, default_model_dir, transformer_dir
 from .pooling import SentenceHead, pool_packed
@@ -124,8 +125,6 @@ class SentenceEncoder:
     ) -> SentenceEncoder:
         """A sentence-transformers folder (or a plain encoder folder) of any family bertfast supports;
         None: the embedded MiniLM-L6. Nothing is downloaded."""
-        from ..tokenizer_json import load_tokenizer
-
         model_dir = os.fspath(model_dir) if model_dir is not None else default_model_dir()
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"model directory {model_dir!r} does not exist")
@@ -293,26 +292,26 @@ class SentenceEncoder:
         lengths = (packed["cu_seqlens"][1:] - packed["cu_seqlens"][:-1]).tolist()  # host, no sync
         ids = packed["input_ids"].to(device)  # (T,)
         types = packed["token_type_ids"].to(device)  # (T,)
-        h, cu_seqlens = token_states(
-            self.model, ids, packed["cu_seqlens"].to(device), packed["max_seqlen"], types
-        )  # (T, H), (b + 1,)
+        cu_seqlens = packed["cu_seqlens"].to(device)  # (b + 1,)
+        if output_value == "sentence_embedding":
+            emb = self.embed_packed(ids, cu_seqlens, packed["max_seqlen"], types)  # (b, D)
+            if normalize:
+                emb = F.normalize(emb.float(), p=2, dim=1).to(emb.dtype)
+            return list(emb.cpu() if to_cpu else emb)  # (D,) each
+        h, cu_seqlens = token_states(self.model, ids, cu_seqlens, packed["max_seqlen"], types)  # (T, H), (b + 1,)
         if output_value == "token_embeddings":
             return list(h.split(lengths))  # (L_b, H) each
         emb = self.head(pool_packed(h, cu_seqlens, self.pooling.modes))  # (b, D): Dense modules, Normalize
-        if output_value is None:
-            return [
-                {
-                    "input_ids": i,
-                    "token_type_ids": t,
-                    "attention_mask": torch.ones_like(i),
-                    "token_embeddings": x,
-                    "sentence_embedding": e,
-                }
-                for i, t, x, e in zip(ids.split(lengths), types.split(lengths), h.split(lengths), emb)
-            ]
-        if normalize:
-            emb = F.normalize(emb.float(), p=2, dim=1).to(emb.dtype)
-        return list(emb.cpu() if to_cpu else emb)  # (D,) each
+        return [
+            {
+                "input_ids": i,
+                "token_type_ids": t,
+                "attention_mask": torch.ones_like(i),
+                "token_embeddings": x,
+                "sentence_embedding": e,
+            }
+            for i, t, x, e in zip(ids.split(lengths), types.split(lengths), h.split(lengths), emb)
+        ]
 
     def _convert(self, results, output_value, convert_to_numpy: bool, convert_to_tensor: bool):
         """The final container, as sentence-transformers returns it."""
