@@ -20,9 +20,9 @@ keys / values in BLOCK_N blocks with an online softmax in fp32:
 Query rows past the end load as zeros and are never stored. Head dims that are not a power of two
 (80, 96) use BLOCK_D = next_power_of_2(D) with a column mask.
 
-HAS_REL_BIAS (MPNet): score[i, j] += table[bucket(j - i), head], i and j positions within the sequence.
-Each tile's buckets come from its row and column offsets and index the head's column of the small
-[num_buckets, num_heads] table (L1-resident): no [B, N, S, S] bias is built. Switched off, none of it compiles.
+HAS_REL_BIAS (MPNet): score[i, j] += table[bucket(j - i), head] (positions within the sequence), each
+tile's buckets from its offsets, gathered from the head's column of the L1-resident table into the
+dot's initial accumulator: no [B, N, S, S] bias is built. Switched off, none of it compiles.
 """
 
 from __future__ import annotations
@@ -68,11 +68,10 @@ def _relative_bucket(
     distances n below EXACT = half / 2 are their own bucket and longer ones are spaced logarithmically
     up to MAX_DISTANCE, past which they share the last bucket:
         EXACT + floor(LOG_SCALE * log2(n / EXACT)),  LOG_SCALE = (half - EXACT) / log2(MAX_DISTANCE / EXACT).
-    LOG_POW > 0 (MPNet's 32 buckets / 128: LOG_SCALE = 2, EXACT = 8) when LOG_SCALE is that integer and
-    EXACT a power of two: the floor is then floor(log2((n / EXACT)^LOG_POW)), read exactly off the
-    float exponent of (n / EXACT)^LOG_POW (a power-of-two scaling and a product below 2^24, both exact):
-    integer arithmetic, no log on the special-function unit, and the bucket edges n = EXACT * 2^k
-    cannot round to the wrong side. Else float32 log2, as the model's own float32 log does.
+    LOG_POW > 0 (MPNet's 32 / 128: LOG_SCALE = 2, EXACT = 8) when LOG_SCALE is that integer and EXACT a
+    power of two: the floor is then read exactly off the float exponent of (n / EXACT)^LOG_POW (a power-of-
+    two scaling and a product below 2^24, both exact): no log on the special-function unit, and no edge
+    n = EXACT * 2^k can round to the wrong side. Else float32 log2, as the model's own float32 log does.
     """
     HALF: tl.constexpr = NUM_BUCKETS // 2
     EXACT: tl.constexpr = HALF // 2
@@ -103,27 +102,28 @@ def _attention_key_blocks(
 ):  # fmt: skip
     """Online-softmax update of (acc, l_i, m_i) over key blocks [start, stop) of one sequence.
 
-    m_i is the running row max in scaled log2 units (max of qk * qk_scale [+ bias * log2(e)]); qk_scale > 0.
+    m_i is the running row max in scaled log2 units (max of qk * qk_scale); qk_scale > 0.
     """
+    if HAS_REL_BIAS:
+        bias_to_qk = 1.4426950408889634 / qk_scale  # bias * log2(e) = (bias * bias_to_qk) * qk_scale
     for start_n in range(start, stop, BLOCK_N):
         keys = start_n + offs_n  # [BLOCK_N]
         key_ok = keys < seqlen
         kv_off = keys.to(tl.int64)[:, None] * stride_t + offs_d[None, :] * stride_c  # [BLOCK_N, BLOCK_D]
         k = _load_tile(k_base + kv_off, key_ok, d_ok, MASK_KEYS, MASK_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)  # [BLOCK_M, BLOCK_N], unscaled
-        if MASK_KEYS:
-            qk = tl.where(key_ok[None, :], qk, float("-inf"))
         if HAS_REL_BIAS:
-            # Every bucket is a valid table row (keys past the end included), so the gather needs no mask.
+            # The bias / scale is the dot's initial accumulator: the tensor cores add it, the scores stay in
+            # the dot's layout, the softmax is the unbiased one. Every bucket is a table row: no mask.
             rel = keys[None, :] - offs_m[:, None]  # [BLOCK_M, BLOCK_N] key - query position
             bucket = _relative_bucket(rel, NUM_BUCKETS, MAX_DISTANCE, REL_LOG_SCALE, REL_LOG_POW)
-            bias = tl.load(bias_base + bucket * stride_bias_b).to(tl.float32)  # [BLOCK_M, BLOCK_N]
-            s = tl.fma(qk, qk_scale, bias * 1.4426950408889634)  # scaled score + bias, in log2 units
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            p = tl.math.exp2(s - m_new[:, None])
+            bias = tl.load(bias_base + bucket * stride_bias_b).to(tl.float32) * bias_to_qk  # [BLOCK_M, BLOCK_N]
+            qk = tl.dot(q, tl.trans(k), bias, input_precision=INPUT_PRECISION)  # QK^T + bias / scale
         else:
-            m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)  # finite: every block holds a real key
-            p = tl.math.exp2(tl.fma(qk, qk_scale, -m_new[:, None]))  # one FMA + exp2 per score
+            qk = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)  # [BLOCK_M, BLOCK_N], unscaled
+        if MASK_KEYS:
+            qk = tl.where(key_ok[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)  # finite: every block holds a real key
+        p = tl.math.exp2(tl.fma(qk, qk_scale, -m_new[:, None]))  # one FMA + exp2 per score
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = _load_tile(v_base + kv_off, key_ok, d_ok, MASK_KEYS, MASK_D)
