@@ -261,3 +261,17 @@ def test_output_attentions_and_selected_hidden_states_run_hf_exactly(monkeypatch
     for x, y in zip(a.attentions + (a.last_hidden_state,), b.attentions + (b.last_hidden_state,)):
         assert torch.equal(x, y)
     assert len(c.hidden_states) == len(d.hidden_states) and torch.equal(c.hidden_states[-1], d.hidden_states[-1])
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "albert", "mpnet"])
+def test_non_contiguous_inputs(model_type):
+    ref = family_model(model_type, seed=95)
+    model = bertfast.optimize(copy.deepcopy(ref), backend="torch")
+    ids, mask, types = family_batch(ref, [15, 4, 1, 9, 15, 2], 15, seed=95)
+    # Every other row, transposed twice: views with strides no contiguous tensor has.
+    views = [None if t is None else t[::2].t().contiguous().t() for t in (ids, mask, types)]
+    assert not any(v.is_contiguous() for v in views if v is not None)
+    with torch.no_grad():
+        a = model(views[0], attention_mask=views[1], **_types(views[2]))
+        b = ref(ids[::2], attention_mask=mask[::2], **_types(None if types is None else types[::2]))
+    compare_outputs(a, b, mask[::2], f"{model_type} non-contiguous inputs")
