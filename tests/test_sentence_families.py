@@ -158,6 +158,26 @@ def test_tokenizer_kind_follows_the_registry(saved_tokenizers, tmp_path):
             assert np.array_equal(a, b)
 
 
+def test_json_tokenizer_concurrent_lengths_and_bad_input(saved_tokenizers):
+    """Calls with different max lengths from many threads get what one thread gets (truncation is per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok = load_tokenizer(saved_tokenizers["xlm-roberta"], families.family_for("xlm-roberta"))
+    lengths = [None, 3, 7, 13, 33] * 8
+    alone = {n: tok.pack(TEXTS, max_length=n)["input_ids"].tolist() for n in set(lengths)}
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda n: tok.pack(TEXTS, max_length=n)["input_ids"].tolist(), lengths))
+    assert together == [alone[n] for n in lengths]
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str"):
+        tok.pack(["a", 3])
+    with pytest.raises(ValueError, match="max_length"):
+        tok.pack(TEXTS, max_length=0)
+    with pytest.raises(ValueError, match="text_pair has 1 texts"):
+        tok.pack(TEXTS, ["one"])
+    with pytest.raises(ValueError, match="return_tensors"):
+        tok.pack(TEXTS, return_tensors="tf")
+
+
 # ----------------------------------------------------------------------------- sentence-transformers folders
 
 HIDDEN, HEADS, INTERMEDIATE, LAYERS, DENSE_OUT, MAX_SEQ = 36, 3, 52, 2, 17, 33
