@@ -173,10 +173,10 @@ def _encoders_to_patch(model: nn.Module) -> list[nn.Module]:
 
 @functools.cache
 def _warn_graphs_need_cuda() -> None:
-    """Once per process (cached): a warm-up asked for CUDA graphs on a model that is not on CUDA."""
+    """Once per process (cached): a warm-up asked for CUDA graphs where none can be captured."""
     warnings.warn(
-        "optimize(cuda_graphs=True, warmup=...) captures no CUDA graphs: the model is not on a CUDA device "
-        "(graphs need CUDA and the Triton path); the warm-up only runs the forwards",
+        "optimize(cuda_graphs=True, warmup=...) captures no CUDA graphs: they need the model on a CUDA "
+        "device and the Triton path (backend 'auto' or 'triton'); the warm-up only runs the forwards",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -220,7 +220,7 @@ def optimize(
             module.forward = types.MethodType(_hf_forward, module)
     runtime.set_graph_options(model, memory_budget_mb=memory_budget_mb)
     if warmup is not None:
-        if cuda_graphs and not any(p.is_cuda for p in model.parameters()):
+        if cuda_graphs and (backend == "torch" or not any(p.is_cuda for p in model.parameters())):
             _warn_graphs_need_cuda()
         runtime.warmup(model, warmup)
     return model
