@@ -236,6 +236,38 @@ def test_attention_configs_compile_and_fit_on_hopper():
     assert "attention configs" in out, out
 
 
+def test_attention_bias_costs_no_extra_exp2_on_hopper():
+    """MPNet's bias (HAS_REL_BIAS) adds the table gathers to the sm_90 attention kernel, and no exp2: the
+    softmax runs in the dot's layout once, not duplicated into the gather's (fp16, D = 64, 128 x 64 tiles)."""
+    out = _run(
+        _HOPPER_BUILD
+        + textwrap.dedent(
+            """
+            import re
+            from bertfast.kernels import attention as attn
+
+            fn = attn._varlen_attention_fwd_kernel
+            SIG = {"qkv_ptr": "*fp16", "cu_seqlens_ptr": "*i32", "out_ptr": "*fp16", "stride_qkv_t": "i32",
+                   "stride_qkv_c": "i32", "stride_out_t": "i32", "hidden": "i32", "qk_scale": "fp32",
+                   "bias_ptr": "*fp16", "stride_bias_b": "i32", "stride_bias_h": "i32"}
+            counts = {}
+            for bias in (False, True):
+                consts = dict(HEAD_DIM=64, BLOCK_D=64, MASK_D=False, INPUT_PRECISION="tf32", BLOCK_M=128, BLOCK_N=64,
+                              **(attn._rel_bias_flags(32, 128) if bias else attn._NO_REL_BIAS))
+                sig = dict(SIG, **{k: "constexpr" for k in consts})
+                ptx = triton.compile(ASTSource(fn, sig, constexprs=consts), target=TARGET,
+                                     options={"num_warps": 8, "num_stages": 3}).asm["ptx"]
+                counts[bias] = (len(re.findall(r"ex2\\.approx", ptx)), len(re.findall(r"lg2\\.approx", ptx)))
+            print("ex2 / lg2 without and with bias", counts[False], counts[True])
+            assert counts[True] == counts[False] and counts[True][0] > 0, counts
+            """
+        ),
+    )
+    if out.startswith("SKIP"):
+        pytest.skip(out.strip())
+    assert "ex2 / lg2 without and with bias" in out, out
+
+
 def test_bias_residual_layernorm_compiles_for_hopper():
     """The fused bias + residual + LayerNorm row kernel at BERT-base / -large widths, every dtype."""
     out = _run(
