@@ -226,14 +226,22 @@ def _encoder(family: str, tok, seed: int):
 
 
 def make_st_folder(
-    root, family: str, modes=("mean",), dense: bool = True, normalize: bool = True, prompts=None, seed: int = 0
+    root,
+    family: str,
+    modes=("mean",),
+    dense: bool = True,
+    normalize: bool = True,
+    prompts=None,
+    seed: int = 0,
+    lower_case: bool = False,
 ) -> str:
     """A sentence-transformers folder saved by sentence-transformers: Transformer, Pooling, (Dense), (Normalize)."""
     hf_dir, st_dir = os.path.join(root, "hf"), os.path.join(root, "st")
     tok = build_tokenizer(family)
     _encoder(family, tok, seed).save_pretrained(hf_dir)
     tok.save_pretrained(hf_dir)
-    modules = [Transformer(hf_dir, max_seq_length=MAX_SEQ), Pooling(HIDDEN, pooling_mode=tuple(modes))]
+    transformer = Transformer(hf_dir, max_seq_length=MAX_SEQ, do_lower_case=lower_case)
+    modules = [transformer, Pooling(HIDDEN, pooling_mode=tuple(modes))]
     if dense:
         layer = Dense(HIDDEN * len(modes), DENSE_OUT, activation_function=torch.nn.Tanh())
         randomize_(layer, seed + 1)
@@ -325,6 +333,31 @@ def test_pooling_modes_equal_sentence_transformers(tmp_path, modes):
     enc = SentenceEncoder.from_pretrained(d, backend="torch")
     assert enc.pooling.modes == modes and enc.dimension == ref.shape[1]
     assert_close(torch.from_numpy(enc.encode(texts)), torch.from_numpy(ref), MODEL_ATOL_FP32, "+".join(modes))
+
+
+@pytest.mark.parametrize("layout", ["saved", "sentence_bert_config"])
+def test_do_lower_case_follows_sentence_transformers(tmp_path, layout):
+    """sentence-transformers 6 saves do_lower_case as a Lowercase step in tokenizer.json; earlier releases
+    wrote it to sentence_bert_config.json beside an unchanged tokenizer. Both lower-case every input."""
+    d = make_st_folder(str(tmp_path), "roberta", seed=11, lower_case=True)  # byte-level BPE: case-sensitive
+    if layout == "sentence_bert_config":
+        shutil.copy(os.path.join(str(tmp_path), "hf", "tokenizer.json"), os.path.join(d, "tokenizer.json"))
+        with open(os.path.join(d, "sentence_bert_config.json"), "w", encoding="utf-8") as f:
+            json.dump({"max_seq_length": MAX_SEQ, "do_lower_case": True}, f)
+    texts = ["The BANK of the River.", "Héllo WÖRLD", "MiXeD CaSe words"]
+    enc = SentenceEncoder.from_pretrained(d, backend="torch")
+    assert enc.pooling.lower_case == (layout == "sentence_bert_config")
+    model = st.SentenceTransformer(d, device="cpu")
+    if layout == "saved":
+        # transformers 5 rebuilds a RoBERTa tokenizer from vocab and merges, dropping the Lowercase step of
+        # the saved tokenizer.json, so the reloaded model is given the lower-cased input it was built to see.
+        ref = model.encode([t.lower() for t in texts], prompt="query: ")
+    else:
+        ref = model.encode(texts, prompt="Query: ")
+    got = enc.encode(texts, prompt="Query: ")
+    assert_close(torch.from_numpy(got), torch.from_numpy(ref), MODEL_ATOL_FP32, f"do_lower_case ({layout})")
+    lowered = enc.encode([t.lower() for t in texts], prompt="query: ")
+    assert_close(torch.from_numpy(got), torch.from_numpy(lowered), 0.0, "the same as lower-case input")
 
 
 def test_prompts_follow_sentence_transformers(tmp_path):

@@ -222,6 +222,8 @@ class SentenceEncoder:
         text_prompt = self.prompts.resolve(prompt, prompt_name)
         if text_prompt:
             texts = [text_prompt + t for t in texts]
+        if self.pooling.lower_case:  # the folder's do_lower_case: the whole input, prompt included
+            texts = [t.lower() for t in texts]
         _check_encode_args(
             batch_size,
             show_progress_bar,

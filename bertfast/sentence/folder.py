@@ -2,7 +2,7 @@
 
     modules.json                      the modules in order: Transformer, Pooling, Dense..., Normalize
     <Transformer path>/config.json    the encoder (any family bertfast supports)
-    sentence_bert_config.json         max_seq_length
+    sentence_bert_config.json         max_seq_length, do_lower_case
     <Pooling path>/config.json        pooling_mode (or the legacy pooling_mode_* flags)
     <Dense path>/config.json          in_features, out_features, bias, activation_function; weights beside it
     config_sentence_transformers.json prompts and default_prompt_name
@@ -68,6 +68,8 @@ class PoolingSpec:
     normalize: bool = False
     max_seq_length: int | None = None
     dense: tuple[DenseSpec, ...] = ()
+    # sentence_bert_config.json's do_lower_case: the Transformer module lower-cases every input first.
+    lower_case: bool = False
 
     @classmethod
     def from_model_dir(cls, model_dir: str) -> PoolingSpec:
@@ -85,11 +87,9 @@ class PoolingSpec:
             elif kind == "Normalize":
                 _check_input_name(os.path.join(path, "config.json"), "Normalize")
                 normalize = True
-        max_len = None
         st_path = os.path.join(model_dir, "sentence_bert_config.json")
-        if os.path.isfile(st_path):
-            max_len = read_json(st_path).get("max_seq_length")
-        return cls(modes, normalize, max_len, tuple(dense))
+        st_cfg = read_json(st_path) if os.path.isfile(st_path) else {}
+        return cls(modes, normalize, st_cfg.get("max_seq_length"), tuple(dense), bool(st_cfg.get("do_lower_case")))
 
 
 def _modules(model_dir: str) -> list[tuple[str, str]]:
