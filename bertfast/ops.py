@@ -135,8 +135,9 @@ def linear(
 ) -> torch.Tensor:
     if backend == "triton":
         # The fastest correct implementation for the shape: cuBLAS + fused epilogue, or a Triton GEMM.
-        # Trusted: the model validated this call's inputs at its boundary (bertfast.inputs).
-        return _kernels().gemm_dispatch.linear_trusted(x, weight, bias, activation_name, residual)
+        # The launcher alone: the model validated this call's inputs at its boundary (bertfast.inputs).
+        kernel_activation = activations.kernel_name(activation_name)
+        return _kernels().gemm_dispatch.launch_linear(x, weight, bias, kernel_activation, residual)
     y = F.linear(x, weight, bias)  # (T, N)
     if activation_name is not None:
         y = activations.apply(y, activation_name)
@@ -155,7 +156,7 @@ def linear_residual_layernorm(
 ) -> torch.Tensor:
     """LayerNorm(x @ weight^T + bias + residual): BERT's attention-output and FFN2 blocks."""
     if backend == "triton":
-        return _kernels().gemm_dispatch.linear_residual_layernorm_trusted(
+        return _kernels().gemm_dispatch.launch_linear_residual_layernorm(
             x, weight, bias, residual, ln_weight, ln_bias, eps
         )
     y = F.linear(x, weight, bias) + residual  # (T, N), HF's order: dense(x) + residual
@@ -172,7 +173,7 @@ def layernorm(
 ) -> torch.Tensor:
     """LayerNorm(x + residual)."""
     if backend == "triton":
-        return _kernels().layernorm(x, weight, bias, eps, residual=residual)
+        return _kernels().launch_layernorm(x, None, residual, weight, bias, eps, torch.empty_like(x))
     if residual is not None:
         x = x + residual
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)

@@ -25,8 +25,9 @@ from torch import nn
 from . import encoder
 from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec
 from .graphs import DEFAULT_MAX_SEQS, DEFAULT_MAX_TOKENS, CudaGraphEncoder, check_options, power_of_two_buckets
+from .kernels.state import launch_state
 from .modeling import BertModel
-from .tuning import device_cache, harvest, seed_device
+from .tuning import save_tuned
 
 # Options for the runners of one encoder module, kept beside it (set_graph_options / optimize).
 OPTIONS_ATTR = "_bertfast_graph_options"
@@ -50,7 +51,7 @@ def graph_runner(bert: nn.Module, spec: Spec, device: torch.device) -> CudaGraph
 class _Runtime:
     def prepare(self, device: torch.device) -> None:
         if device.type == "cuda":
-            seed_device(device)
+            launch_state(device)  # loads the committed and tuned configs before the first launch
 
     def runner(self, bert: nn.Module, spec: Spec, device: torch.device) -> Any:
         return graph_runner(bert, spec, device)
@@ -189,13 +190,12 @@ def tune(
     Returns one row per bucket (tokens, sequences, replay ms) and a last row naming the files.
     """
     from .kernels import gemm_dispatch
-    from .kernels._configs import autotuning
 
     if not torch.cuda.is_available():
         raise RuntimeError("bertfast tune needs a CUDA device: it autotunes on the GPU")
     model = model.to(device).eval().set_backend("auto").set_cuda_graphs(True)
     dev = torch.device(device)
-    seed_device(dev)
+    state = launch_state(dev)
     sizes = power_of_two_buckets(max_tokens)
     bar = _progress(len(sizes) + (gemm_table is not None), "tune", progress)
     written: dict[str, Any] = {}
@@ -203,7 +203,7 @@ def tune(
         dtype = model.embeddings.word_embeddings.weight.dtype
         rows = gemm_dispatch.measure_choices(model_gemm_shapes(model, sizes), dtype, dev)
         path = gemm_dispatch.write_table(rows, gemm_table)
-        gemm_dispatch.set_choice_table(dev, gemm_dispatch.load_choice_table(path, torch.cuda.get_device_name(dev)))
+        state.set_choice_table(gemm_dispatch.load_choice_table(path, torch.cuda.get_device_name(dev)))
         written["gemm_table"] = str(path)
         bar.update(1)
     rows = []
@@ -214,7 +214,7 @@ def tune(
         cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=dev)
         ids = torch.randint(1, model.config.vocab_size, (int(cu[-1]),), generator=g).to(dev)
         with torch.inference_mode():
-            with autotuning():  # launchers run Triton's autotuner and record the winners
+            with state.autotuning():  # launchers run Triton's autotuner and record the winners
                 model.set_cuda_graphs(False)
                 model.forward_packed(ids, cu)
                 model.set_cuda_graphs(True)
@@ -230,11 +230,9 @@ def tune(
         )
         bar.update(1)
     bar.close()
-    cache = device_cache(dev)
-    cache.load()
-    harvest(cache)
+    saved = save_tuned(dev)
     stats = graph_runner(model, model.spec, dev).stats_dict()
-    rows.append({"cache": str(cache.save()), **written, "graph_memory_mb": round(stats["memory_mb"], 1)})
+    rows.append({"cache": saved, **written, "graph_memory_mb": round(stats["memory_mb"], 1)})
     return rows
 
 

@@ -142,20 +142,21 @@ def test_threads_and_streams_calling_one_graphed_model_get_their_own_results():
     assert bertfast.graph_stats(model)["."]["fallbacks"] == 0
 
 
-def test_tune_writes_a_cache_that_seeds_fresh_tables(tmp_path, monkeypatch):
-    from bertfast.kernels._configs import ConfigTable
-    from bertfast.tuning import TunedConfigCache, config_tables, device_cache, seed, tune
+def test_tune_writes_a_cache_that_a_fresh_launch_state_loads(tmp_path, monkeypatch):
+    from bertfast.kernels.state import LaunchState, device_config_file
+    from bertfast.runtime import tune
+    from bertfast.tuning import TunedConfigCache
 
     monkeypatch.setenv("BERTFAST_CACHE_DIR", str(tmp_path))
     cfg = bertfast.BertConfig.from_hf(hf_model("BertModel", seed=62, max_position_embeddings=512).config)
     rows = tune(bertfast.BertModel(cfg).half(), max_tokens=256, seq_len=64)
     assert [r["tokens"] for r in rows[:-1]] == [16, 32, 64, 128, 256]
     assert all(r["ms"] > 0 for r in rows[:-1])
-    cache = device_cache(torch.device("cuda"))
-    assert cache.load() and cache.configs["linear"] and cache.configs["varlen_attention"]
+    cache = device_config_file(torch.device("cuda"))
+    assert cache.load() and cache.configs["varlen_attention"]
     assert isinstance(cache, TunedConfigCache)
-    fresh = {name: ConfigTable(name, lambda key, args: {}) for name in config_tables()}
-    assert seed(cache, fresh) == sum(len(v) for v in cache.configs.values())
+    fresh = LaunchState(torch.device("cuda"))
+    assert fresh.load(cache) == sum(len(v) for v in cache.configs.values())
 
 
 def test_bench_threads_probe_on_streams_finds_no_mismatch():

@@ -1,8 +1,7 @@
-"""CUDA-graph planning and the tuned-config cache: everything that needs no GPU."""
+"""CUDA-graph planning and replay (eagerly, on the CPU): everything that needs no GPU."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
@@ -15,7 +14,6 @@ from bertfast.graphs import (
     select_bucket,
     split_batch,
 )
-from bertfast.tuning import TunedConfigCache
 
 TOKENS = power_of_two_buckets(4096)
 SEQS = power_of_two_buckets(256, smallest=4)
@@ -62,54 +60,6 @@ def test_exact_fit_needs_no_dummy_and_too_many_sequences_do_not_fit():
     assert select_bucket(5000, 2, TOKENS, SEQS) is None
     with pytest.raises(ValueError, match="does not fit"):
         bucket_cu_seqlens([0, 10], 8, 4)
-
-
-def test_tuned_cache_round_trip_and_invalidation(tmp_path):
-    cache = TunedConfigCache("NVIDIA H100 80GB HBM3", "3.6.0", "abc123", directory=tmp_path)
-    assert not cache.load() and cache.invalid_reason == "no cache file"
-    cfg = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4}
-    cache.put("linear", "4096x2304x768:bias:float16", cfg)
-    path = cache.save()
-    assert path.name == "tuned-nvidia-h100-80gb-hbm3.json"
-
-    again = TunedConfigCache("NVIDIA H100 80GB HBM3", "3.6.0", "abc123", directory=tmp_path)
-    assert again.load()
-    assert again.get("linear", "4096x2304x768:bias:float16") == cfg
-    assert again.get("linear", "other") is None
-
-    for changed in (dict(triton_version="3.7.0"), dict(source_hash="def456")):
-        args = dict(device_name="NVIDIA H100 80GB HBM3", triton_version="3.6.0", source_hash="abc123")
-        args.update(changed)
-        stale = TunedConfigCache(**args, directory=tmp_path)
-        assert not stale.load() and stale.invalid_reason.startswith("stale cache file")
-        assert stale.get("linear", "4096x2304x768:bias:float16") is None
-
-    other_gpu = TunedConfigCache("NVIDIA H200", "3.6.0", "abc123", directory=tmp_path)
-    assert not other_gpu.load() and other_gpu.path != path
-
-    path.write_text("{ broken")
-    assert not again.load() and "unreadable" in again.invalid_reason
-    path.write_text(json.dumps({"header": again.header}))
-    assert not again.load() and "malformed" in again.invalid_reason
-
-
-def test_kernel_source_hash_follows_the_kernel_sources(tmp_path, monkeypatch):
-    from bertfast import tuning
-
-    assert tuning.kernel_source_hash() == tuning.kernel_source_hash() and len(tuning.kernel_source_hash()) == 16
-    # A copy of the kernel sources hashes the same; editing one line of one kernel changes the hash.
-    kdir = tmp_path / "kernels"
-    kdir.mkdir()
-    real = tuning.KERNEL_DIR
-    for f in real.glob("*.py"):
-        (kdir / f.name).write_bytes(f.read_bytes())
-    monkeypatch.setattr(tuning, "KERNEL_DIR", kdir)
-    same = tuning.kernel_source_hash()
-    attention = kdir / "attention.py"
-    attention.write_text(attention.read_text().replace("def _", "def  _", 1))
-    assert tuning.kernel_source_hash() != same
-    monkeypatch.setattr(tuning, "KERNEL_DIR", real)
-    assert tuning.kernel_source_hash() == same
 
 
 # --------------------------------------------------------------------------- replay on the CPU
@@ -362,36 +312,42 @@ def test_padded_hf_style_call_uses_the_graphs():
     assert bertfast.graph_stats(model) == {}  # switched off: graphs dropped
 
 
-def test_tuned_configs_harvest_and_seed_round_trip_through_the_real_autotuner(tmp_path):
+def test_tuned_configs_harvest_and_load_round_trip_through_the_real_autotuner(tmp_path):
     """`bertfast tune`'s path on the CPU: Triton's own autotuner (one interpreter config) picks a
-    winner, the table records it, harvest() writes it, and seed() puts it into a fresh table."""
+    winner inside the state's autotuning(), the state records it, harvest() writes it to a file, and a
+    fresh state loads it back."""
     from bertfast import kernels, ops
     from bertfast.kernels import gemm
-    from bertfast.kernels._configs import ConfigTable, autotuning
-    from bertfast.tuning import config_tables, harvest, seed
+    from bertfast.kernels.state import LaunchState, launch_state
+    from bertfast.tuning import TunedConfigCache, harvest
 
     if not ops.interpreter_on():
         pytest.skip("needs TRITON_INTERPRET=1 (the kernels run on CPU tensors)")
-    tables = config_tables()
-    assert set(tables) == {"linear", "linear_splitk", "linear_tma", "varlen_attention"}
-    x, w = torch.randn(33, 48), torch.randn(40, 48)
-    tables["linear"].clear()
-    with autotuning():
-        out = kernels.linear(x, w)
-    assert_close(out, x @ w.T, SUM_ORDER_ATOL_FP32, "autotuned linear")
-    known = tables["linear"].known()
-    assert len(known) == 1, "the autotuner's winner is recorded"
-    cache = TunedConfigCache("GPU X", "3.6.0", "hash", directory=tmp_path)
-    assert harvest(cache, {"linear": tables["linear"]}) == 1
-    cache.save()
+    state = launch_state("cpu")
+    saved = state.known_configs(gemm.KERNEL)
+    state.clear_configs(gemm.KERNEL)
+    try:
+        x, w = torch.randn(33, 48), torch.randn(40, 48)
+        with state.autotuning():
+            out = kernels.triton_linear(x, w)
+        assert_close(out, x @ w.T, SUM_ORDER_ATOL_FP32, "autotuned linear")
+        known = state.known_configs(gemm.KERNEL)
+        assert len(known) == 1, "the autotuner's winner is recorded"
+        cache = TunedConfigCache("GPU X", "3.6.0", directory=tmp_path)
+        assert harvest(cache, state) == sum(len(v) for v in state.known_configs().values())
+        cache.save()
+    finally:
+        state.clear_configs(gemm.KERNEL)
+        for key, config in saved.items():
+            state.put_config(gemm.KERNEL, key, config)
 
-    fresh = {"linear": ConfigTable("linear", gemm._gemm_heuristic)}
-    loaded = TunedConfigCache("GPU X", "3.6.0", "hash", directory=tmp_path)
-    assert loaded.load() and seed(loaded, fresh) == 1
-    assert fresh["linear"].known() == known
+    loaded = TunedConfigCache("GPU X", "3.6.0", directory=tmp_path)
+    fresh = LaunchState(torch.device("cpu"))
+    assert loaded.load() and fresh.load(loaded) >= 1
+    assert fresh.known_configs(gemm.KERNEL) == known
     (key,) = known
-    assert fresh["linear"].source(key) == "table" and fresh["linear"].lookup(key) == known[key]
-    tables["linear"].clear()
+    assert fresh.config_source(gemm.KERNEL, key) == "table"
+    assert fresh.config(gemm.KERNEL, key, gemm._gemm_heuristic) == known[key]
 
 
 def test_tune_command_needs_a_gpu():

@@ -36,7 +36,7 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
     out = _run(
         """
         import torch
-        from bertfast.kernels import embed_layernorm, layernorm, linear, varlen_attention
+        from bertfast.kernels import embed_layernorm, layernorm, triton_linear, varlen_attention
         from bertfast.kernels import gemm_dispatch
         from bertfast.kernels.epilogue import bias_activation
         from bertfast.kernels.gemm_splitk import linear_splitk
@@ -47,7 +47,7 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
         calls = {
             "embed_layernorm": lambda: embed_layernorm(ids, ids, None, x, x, x, w, b, 1e-5),
             "layernorm": lambda: layernorm(x, w, b, 1e-5),
-            "linear": lambda: linear(x, torch.randn(8, 48)),
+            "triton_linear": lambda: triton_linear(x, torch.randn(8, 48)),
             "varlen_attention": lambda: varlen_attention(
                 torch.randn(4, 96), torch.tensor([0, 4], dtype=torch.int32), 4, 2),
             "bias_activation": lambda: bias_activation(x, None, "gelu"),
@@ -70,7 +70,7 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
     expected = [
         "embed_layernorm",
         "layernorm",
-        "linear",
+        "triton_linear",
         "varlen_attention",
         "bias_activation",
         "linear_splitk",

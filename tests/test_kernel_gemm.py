@@ -1,4 +1,4 @@
-"""linear: x @ weight^T + bias -> activation -> + residual, fused in the GEMM epilogue."""
+"""triton_linear: x @ weight^T + bias -> activation -> + residual, fused in the GEMM epilogue."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertfast.kernels import ACTIVATIONS, activation_ref, interpreting, linear, linear_ref
+from bertfast.kernels import ACTIVATIONS, activation_ref, interpreting, linear_ref
 from bertfast.kernels import gemm as gemm_module
+from bertfast.kernels import triton_linear as linear
 from bertfast.kernels._configs import from_triton
+from bertfast.kernels.state import launch_state
 
 from .helpers import (
     CUDA,
@@ -178,15 +180,19 @@ def test_gemm_autotune_pruning():
 
 
 @pytest.fixture
-def fresh_gemm_configs(monkeypatch):
-    """GEMM_CONFIGS with nothing known or memoised, restored after the test."""
-    monkeypatch.setattr(gemm_module.GEMM_CONFIGS, "_known", {})
-    monkeypatch.setattr(gemm_module.GEMM_CONFIGS, "_memo", {})
-    return gemm_module.GEMM_CONFIGS
+def fresh_gemm_configs():
+    """The device's launch state with no known Triton-GEMM config, its known ones restored after."""
+    state = launch_state(DEVICE)
+    saved = state.known_configs(gemm_module.KERNEL)
+    state.clear_configs(gemm_module.KERNEL)
+    yield state
+    state.clear_configs(gemm_module.KERNEL)
+    for key, config in saved.items():
+        state.put_config(gemm_module.KERNEL, key, config)
 
 
 def _key(x, weight, bias, activation, residual):
-    return gemm_module.shape_key(
+    return gemm_module.config_key(
         x.shape[0],
         weight.shape[0],
         x.shape[1],
@@ -207,8 +213,8 @@ def test_linear_default_path_never_autotunes(fresh_gemm_configs, monkeypatch):
 
     monkeypatch.setattr(gemm_module._linear_fwd_tuned, "run", no_autotuner)
     calls = []
-    heuristic = fresh_gemm_configs.heuristic
-    monkeypatch.setattr(fresh_gemm_configs, "heuristic", lambda key, args: calls.append(key) or heuristic(key, args))
+    heuristic = gemm_module._gemm_heuristic
+    monkeypatch.setattr(gemm_module, "_gemm_heuristic", lambda key: calls.append(key) or heuristic(key))
     for T in (20, 31, 17):  # one M bucket (32)
         x, weight, bias, residual = _operands(T, 40, 48, torch.float32)
         out = torch.full((T, 40), float("nan"), device=DEVICE)
@@ -216,9 +222,10 @@ def test_linear_default_path_never_autotunes(fresh_gemm_configs, monkeypatch):
         _check(x, weight, bias, "relu", residual, out, torch.float32, f"linear T={T} from the table")
     key = _key(x, weight, bias, "relu", residual)
     assert calls == [key], "the heuristic runs once per key"
-    assert fresh_gemm_configs.source(key) == "heuristic"
+    assert fresh_gemm_configs.config_source(gemm_module.KERNEL, key) == "heuristic"
     if interpreting():
-        assert fresh_gemm_configs.lookup(key) == from_triton(gemm_module.GEMM_INTERPRETER_CONFIG)
+        config = fresh_gemm_configs.config(gemm_module.KERNEL, key, heuristic)
+        assert config == from_triton(gemm_module.GEMM_INTERPRETER_CONFIG)
 
 
 def test_linear_uses_a_config_put_into_the_table(fresh_gemm_configs):
@@ -226,13 +233,15 @@ def test_linear_uses_a_config_put_into_the_table(fresh_gemm_configs):
     key = _key(x, weight, bias, "silu", residual)
     linear(x, weight, bias, "silu", residual)
     tuned = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 2, "num_stages": 1}
-    fresh_gemm_configs.put(key, tuned)
+    version = fresh_gemm_configs.version
+    fresh_gemm_configs.put_config(gemm_module.KERNEL, key, tuned)
+    assert fresh_gemm_configs.version == version + 1
     out = torch.full((45, 72), float("nan"), device=DEVICE)
     linear(x, weight, bias, "silu", residual, out=out)
     _check(x, weight, bias, "silu", residual, out, torch.float32, "linear with a put() config")
-    cfg, kwargs, block_m, block_n = gemm_module._PREPARED[key]
-    assert cfg == tuned and (block_m, block_n) == (16, 64) and kwargs["EVEN_K"] is False
-    assert fresh_gemm_configs.source(key) == "table"
+    kwargs, block_m, block_n = fresh_gemm_configs.memo(gemm_module.KERNEL, key, lambda k: pytest.fail("not memoised"))
+    assert (block_m, block_n) == (16, 64) and kwargs["EVEN_K"] is False and kwargs["BLOCK_K"] == 16
+    assert fresh_gemm_configs.config_source(gemm_module.KERNEL, key) == "table"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -243,7 +252,7 @@ def test_linear_autotune_runs_tritons_autotuner_and_records_the_winner(fresh_gem
     _check(x, weight, bias, "gelu", residual, out, dtype, "linear autotune=True")
     key = _key(x, weight, bias, "gelu", residual)
     winner = gemm_module._linear_fwd_tuned.best_config
-    assert fresh_gemm_configs.known() == {key: from_triton(winner)}
+    assert fresh_gemm_configs.known_configs(gemm_module.KERNEL) == {key: from_triton(winner)}
 
 
 @pytest.mark.gpu

@@ -10,8 +10,11 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from bertfast.kernels import gemm, gemm_dispatch, gemm_splitk
+from bertfast.kernels import gemm, gemm_dispatch, gemm_impls, gemm_splitk
+from bertfast.kernels._sources import kernel_hash
+from bertfast.kernels.choice_table import _row_key
 from bertfast.kernels.gemm_dispatch import CHOICES, ChoiceTable, linear, linear_residual_layernorm
+from bertfast.kernels.state import launch_state
 
 from .helpers import (
     CUDA,
@@ -23,8 +26,25 @@ from .test_kernel_gemm import DEVICE, _check, _operands
 HOPPER = CUDA and torch.cuda.get_device_capability()[0] >= 9
 
 
-def _choices(dtype):
-    return [c for c in CHOICES if c != "tma" or (dtype != torch.float32 and (HOPPER or not CUDA))]
+def _choices(dtype, M=1):
+    """The choices that run (M, dtype) here: TMA takes fp16 / bf16 on Hopper (or the interpreter),
+    split-K is offered up to 256 rows."""
+    tma = dtype != torch.float32 and (HOPPER or not CUDA)
+    return [c for c in CHOICES if (c != "tma" or tma) and (c != "splitk" or M <= 256)]
+
+
+@pytest.fixture
+def choice_table():
+    """Installs a ChoiceTable on the test device's launch state; the previous one is restored after."""
+    state = launch_state(DEVICE)
+    before = state.choices
+
+    def install(table):
+        state.set_choice_table(table)
+        return table
+
+    yield install
+    state.set_choice_table(before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -32,7 +52,10 @@ def _choices(dtype):
 def test_every_choice_computes_the_same_function(dtype, M):
     N, K = 72, 96
     x, weight, bias, residual = _operands(M, N, K, dtype)
-    for choice in _choices(dtype):
+    for choice in set(CHOICES) - set(_choices(dtype, M)):
+        with pytest.raises((TypeError, ValueError), match=f"choice='{choice}' cannot run"):
+            linear(x, weight, bias, choice=choice)
+    for choice in _choices(dtype, M):
         for act, res in (("gelu", residual), (None, residual), ("quick_gelu", None), (None, None)):
             out = torch.full((M, N), float("nan"), dtype=dtype, device=DEVICE)
             assert linear(x, weight, bias, act, res, out=out, choice=choice) is out
@@ -79,34 +102,39 @@ def test_linear_residual_layernorm_every_choice(dtype, M, with_bias):
 
 
 def test_cublas_layernorm_uses_the_fused_row_pass(monkeypatch):
-    module = gemm_dispatch._layernorm
-    if not hasattr(module, "bias_residual_layernorm"):
-        pytest.skip("kernels/layernorm.py has no bias_residual_layernorm yet (another engineer's work)")
+    """cuBLAS without bias, then one row pass that adds bias and residual (the Triton choices fuse
+    them into the GEMM and hand the row pass neither)."""
     calls = []
-    real = module.bias_residual_layernorm
-    monkeypatch.setattr(module, "bias_residual_layernorm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = gemm_impls.launch_layernorm
+
+    def spy(y, bias, residual, *args):
+        calls.append((bias is not None, residual is not None))
+        return real(y, bias, residual, *args)
+
+    monkeypatch.setattr(gemm_impls, "launch_layernorm", spy)
     x, weight, bias, residual = _operands(9, 32, 48, torch.float32)
     ones, zeros = torch.ones(32, device=DEVICE), torch.zeros(32, device=DEVICE)
     out = linear_residual_layernorm(x, weight, bias, residual, ones, zeros, 1e-5, choice="cublas")
-    assert calls == [1]
+    linear_residual_layernorm(x, weight, bias, residual, ones, zeros, 1e-5, choice="triton")
+    assert calls == [(True, True), (False, False)]
     ref = F.layer_norm(F.linear(x.double(), weight.double(), bias.double()) + residual.double(), (32,), eps=1e-5)
     assert (out.double() - ref).abs().max().item() < 1e-4
 
 
-def test_default_choice_is_the_heuristic_cublas_and_memoised(monkeypatch):
-    table = ChoiceTable()
+def test_default_choice_is_cublas_and_decided_once_per_key(monkeypatch, choice_table):
+    table = choice_table(ChoiceTable())
     calls = []
-    monkeypatch.setattr(table, "heuristic", lambda key: calls.append(key) or gemm_dispatch.heuristic_choice(key))
-    monkeypatch.setattr(gemm_dispatch, "_TABLES", {DEVICE.index if CUDA else DEVICE.type: table})
+    real = gemm_dispatch._preferred
+    monkeypatch.setattr(gemm_dispatch, "_preferred", lambda state, key: calls.append(key) or real(state, key))
     spy = []
-    real = gemm_dispatch._cublas
-    monkeypatch.setattr(gemm_dispatch, "_cublas", lambda *a: spy.append(1) or real(*a))
+    cublas = gemm_impls.IMPLEMENTATIONS["cublas"]
+    monkeypatch.setattr(cublas, "launch", lambda *a, _real=cublas.launch: spy.append(1) or _real(*a))
     for M in (20, 30, 17):  # one M bucket
         x, weight, bias, residual = _operands(M, 24, 40, torch.float32)
         _check(x, weight, bias, "relu", residual, linear(x, weight, bias, "relu", residual), torch.float32, "default")
     key = (32, 24, 40, "bias+relu+residual", "float32")
-    assert calls == [key] and table.lookup(key) == "cublas" and table.source(key) == "heuristic"
-    assert spy == [1, 1, 1]
+    assert calls == [key] and table.choice(key) is None and table.source(key) == "default"
+    assert gemm_impls.DEFAULT == "cublas" and spy == [1, 1, 1]
 
 
 def _row(choice="splitk", m_bucket=16, n=24, k=40, epilogue="bias+gelu", dtype="float32"):
@@ -125,11 +153,10 @@ def _row(choice="splitk", m_bucket=16, n=24, k=40, epilogue="bias+gelu", dtype="
     }
 
 
-def test_a_table_row_decides_the_choice(monkeypatch, tmp_path):
+def test_a_table_row_decides_the_choice(monkeypatch, tmp_path, choice_table):
     path = gemm_dispatch.write_table([_row("splitk")], tmp_path / "gpu-x.json", device_name="GPU X")
-    table = gemm_dispatch.load_choice_table(path, "GPU X")
+    table = choice_table(gemm_dispatch.load_choice_table(path, "GPU X"))
     assert table.invalid_reason is None
-    monkeypatch.setattr(gemm_dispatch, "_TABLES", {DEVICE.index if CUDA else DEVICE.type: table})
     ran = []
     real = gemm_splitk.launch_linear_splitk
     monkeypatch.setattr(gemm_splitk, "launch_linear_splitk", lambda *a, **k: ran.append(1) or real(*a, **k))
@@ -140,18 +167,20 @@ def test_a_table_row_decides_the_choice(monkeypatch, tmp_path):
     assert ran == [1]
 
 
-def test_a_tables_tma_falls_back_for_operands_tma_cannot_read(monkeypatch):
-    table = ChoiceTable([_row("tma", dtype="float16", n=24, k=40)])
-    monkeypatch.setattr(gemm_dispatch, "_TABLES", {DEVICE.index if CUDA else DEVICE.type: table})
+def test_a_tables_tma_falls_back_for_operands_tma_cannot_read(monkeypatch, choice_table):
+    choice_table(ChoiceTable([_row("tma", dtype="float16", n=24, k=40)]))
     ran = []
-    real = gemm.launch_linear
-    monkeypatch.setattr(gemm, "launch_linear", lambda *a, **k: ran.append(1) or real(*a, **k))
+    real = gemm.launch_triton_linear
+    monkeypatch.setattr(gemm, "launch_triton_linear", lambda *a, **k: ran.append(1) or real(*a, **k))
     x = torch.randn(9, 41, device=DEVICE).half()[:, 1:]  # misaligned base: no descriptors
     _, weight, bias, _ = _operands(9, 24, 40, torch.float16, with_residual=False)
     _check(x, weight, bias, "gelu", None, linear(x, weight, bias, "gelu"), torch.float16, "tma -> triton")
     assert ran == [1]
-    with pytest.raises(ValueError, match="choice='tma'.*16-byte aligned"):
+    with pytest.raises(ValueError, match="(?s)choice='tma'.*16-byte aligned"):
         linear(x, weight, bias, "gelu", choice="tma")
+    aligned = torch.randn(9, 40, device=DEVICE).half()
+    linear(aligned, weight, bias, "gelu")
+    assert ran == [1], "aligned operands run the table's TMA choice"
 
 
 def _write(tmp_path, data) -> str:
@@ -165,7 +194,7 @@ def _valid(**header):
         "format": gemm_dispatch.TABLE_FORMAT,
         "device": "GPU X",
         "triton": triton.__version__,
-        "kernels": gemm_dispatch.kernels_hash(),
+        "kernels": kernel_hash("gemm_choice"),
         **header,
     }
     return {"header": h, "rows": [_row()]}
@@ -182,7 +211,7 @@ def _valid(**header):
 def test_stale_or_other_gpu_tables_are_ignored(tmp_path, header, reason):
     table = gemm_dispatch.load_choice_table(_write(tmp_path, _valid(**header)), "GPU X")
     assert reason in table.invalid_reason
-    assert table.lookup((16, 24, 40, "bias+gelu", "float32")) == "cublas"
+    assert table.choice((16, 24, 40, "bias+gelu", "float32")) is None and table.rows == []
 
 
 @pytest.mark.parametrize(
@@ -201,7 +230,7 @@ def test_malformed_tables_are_ignored_with_a_warning(tmp_path, data, reason):
     with pytest.warns(RuntimeWarning, match="malformed GEMM choice table"):
         table = gemm_dispatch.load_choice_table(_write(tmp_path, data), "GPU X")
     assert reason in table.invalid_reason
-    assert table.lookup((16, 24, 40, "bias+gelu", "float32")) == "cublas"
+    assert table.choice((16, 24, 40, "bias+gelu", "float32")) is None and table.rows == []
 
 
 def test_missing_table_is_quietly_the_heuristic(tmp_path):
@@ -219,7 +248,8 @@ def test_measure_choices_rows_round_trip_through_a_table(tmp_path):
     assert [(r["m"], r["n"], r["k"], r["epilogue"]) for r in rows] == shapes
     for r in rows:
         times = {c: t for c, t in r["ms"].items() if t is not None}
-        assert set(times) == set(gemm_dispatch.candidates(r["m"], torch.float16, DEVICE)), r
+        x = torch.empty(r["m"], r["k"], dtype=torch.float16, device=DEVICE)
+        assert set(times) == set(gemm_dispatch.candidates(x, torch.empty(r["n"], r["k"], dtype=x.dtype))), r
         ordered = sorted(times.values())
         assert times[r["choice"]] == ordered[0]
         assert r["margin"] == pytest.approx(ordered[1] / ordered[0] - 1.0, abs=1e-3)
@@ -227,7 +257,7 @@ def test_measure_choices_rows_round_trip_through_a_table(tmp_path):
     path = gemm_dispatch.write_table(rows, tmp_path / "x.json", device_name="GPU X")
     table = gemm_dispatch.load_choice_table(path, "GPU X")
     assert table.invalid_reason is None
-    assert {table.lookup(gemm_dispatch._row_key(r)) for r in rows} == {r["choice"] for r in rows}
+    assert [table.choice(_row_key(r)) for r in rows] == [r["choice"] for r in rows]
 
 
 def test_epilogue_names_round_trip():
@@ -247,7 +277,7 @@ def test_dispatch_bad_inputs():
     x, weight, bias, residual = _operands(8, 16, 32, torch.float32)
     with pytest.raises(ValueError, match="choice must be None or one of"):
         linear(x, weight, bias, choice="cutlass")
-    with pytest.raises(TypeError, match="choice='tma'.*float16 / bfloat16 only"):
+    with pytest.raises(TypeError, match="(?s)choice='tma'.*float16 / bfloat16 only"):
         linear(x, weight, bias, choice="tma")
     with pytest.raises(ValueError, match="activation must be None or one of"):
         linear(x, weight, bias, "gelu_new")
@@ -260,24 +290,41 @@ def test_dispatch_bad_inputs():
         linear_residual_layernorm(x, weight, bias, residual, ones, ones, 0.0)
 
 
+def test_a_refused_choice_lists_every_implementations_reasons():
+    """One error per refusal: its type from the chosen implementation's own reason (TypeError for a
+    dtype), its message a line per implementation, as the dispatcher saw them."""
+    x, weight, bias, _ = _operands(300, 16, 32, torch.float32, with_residual=False)
+    with pytest.raises(TypeError) as refused:
+        linear(x, weight, bias, choice="tma")
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "choice='tma' cannot run this call:"
+    assert lines[1:] == [
+        "  cublas: supported",
+        "  triton: supported",
+        "  splitk: splitk is offered for at most 256 rows, got M=300",
+        "  tma: tma takes float16 / bfloat16 only, got torch.float32",
+    ]
+    with pytest.raises(ValueError, match="(?s)choice='splitk' cannot run.*at most 256 rows"):
+        linear(x, weight, bias, choice="splitk")
+    reasons = gemm_impls.IMPLEMENTATIONS["tma"].not_supported_reasons(x, weight, launch_state(DEVICE))
+    assert [r.error for r in reasons] == [TypeError] and all(isinstance(r, str) for r in reasons)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_trusted_hot_path_equals_the_checked_entry_points(dtype):
-    """The model's unchecked entry points take the same choice and compute the same bits."""
+def test_launchers_equal_the_checked_entry_points(dtype, choice_table):
+    """The model's launchers (no checks) take the same choice and compute the same bits as the
+    checked entry points, for every choice a table can name."""
     M, N, K = 37, 64, 48
     x, weight, bias, residual = _operands(M, N, K, dtype)
     ln_w, ln_b = torch.randn(N, device=DEVICE).to(dtype), torch.randn(N, device=DEVICE).to(dtype)
-    device = torch.device(DEVICE)
-    for choice in _choices(dtype):
-        table = ChoiceTable(invalid_reason="test: one choice")
-        table.heuristic = lambda key, c=choice: c
-        gemm_dispatch.set_choice_table(device, table)
-        try:
-            for act, res in (("gelu", None), (None, residual), ("tanh", residual)):
-                checked = linear(x, weight, bias, act, res)
-                assert torch.equal(gemm_dispatch.linear_trusted(x, weight, bias, act, res), checked), (choice, act)
-            for b in (bias, None):
-                checked = linear_residual_layernorm(x, weight, b, residual, ln_w, ln_b, 1e-5)
-                trusted = gemm_dispatch.linear_residual_layernorm_trusted(x, weight, b, residual, ln_w, ln_b, 1e-5)
-                assert torch.equal(trusted, checked), choice
-        finally:
-            gemm_dispatch.set_choice_table(device, None)
+    for choice in _choices(dtype, M):
+        choice_table(ChoiceTable(invalid_reason="test: one choice", default=choice))
+        for act, res in (("gelu", None), (None, residual), ("tanh", residual)):
+            checked = linear(x, weight, bias, act, res)
+            assert torch.equal(checked, linear(x, weight, bias, act, res, choice=choice)), (choice, act)
+            launched = gemm_dispatch.launch_linear(x, weight, bias, act or "", res)
+            assert torch.equal(launched, checked), (choice, act)
+        for b in (bias, None):
+            checked = linear_residual_layernorm(x, weight, b, residual, ln_w, ln_b, 1e-5)
+            launched = gemm_dispatch.launch_linear_residual_layernorm(x, weight, b, residual, ln_w, ln_b, 1e-5)
+            assert torch.equal(launched, checked), choice

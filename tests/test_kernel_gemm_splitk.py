@@ -7,6 +7,7 @@ import torch
 
 from bertfast.kernels import gemm_splitk
 from bertfast.kernels.gemm_splitk import linear_splitk, splitk_plan
+from bertfast.kernels.state import launch_state
 
 from .helpers import (
     CUDA,
@@ -107,6 +108,7 @@ def test_splitk_bert_base_shapes_on_gpu(dtype, M):
             dtype,
             f"splitk M={M} N={N} K={K}",
         )
-        key = (max(16, M), N, K, "tf32", str(dtype).replace("torch.", ""), gemm_splitk.num_sms(x.device))
-        cfg = gemm_splitk.SPLITK_CONFIGS.lookup(key)
+        state = launch_state(x.device)
+        key = (max(16, M), N, K, "tf32", str(dtype).replace("torch.", ""), state.num_sms)
+        cfg = state.config(gemm_splitk.KERNEL, key, gemm_splitk._splitk_heuristic)
         assert cfg["SPLIT_K"] >= 1

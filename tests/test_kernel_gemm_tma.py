@@ -73,7 +73,7 @@ def test_tma_refuses_what_descriptors_cannot_read():
         linear_tma(torch.randn(8, 33, device=DEVICE).half()[:, 1:], weight)
     with pytest.raises(ValueError, match="weight's row stride"):
         linear_tma(x, torch.randn(16, 36, device=DEVICE).half()[:, :32])
-    assert gemm_tma.tma_incompatibility(x, weight) is None
+    assert gemm_tma.layout_reasons(x, weight) == []
 
 
 def test_allocator_installed_once_and_a_callers_kept():

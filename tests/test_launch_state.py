@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 from bertfast.kernels import choice_table, config_file, state
 from bertfast.kernels._sources import KERNEL_SOURCES, kernel_hash
+
+from .helpers import SUM_ORDER_ATOL_FP32, assert_close
 
 
 def _fresh(device="cpu") -> state.LaunchState:
@@ -92,7 +95,7 @@ def test_kernel_hash_is_per_kernel(tmp_path):
     gemm = kdir / "gemm.py"
     gemm.write_text(gemm.read_text() + "\n")
     changed = {k for k in KERNEL_SOURCES if kernel_hash(k, kdir) != after[k]}
-    assert changed == {"linear", "linear_splitk", "linear_tma", "gemm_choice"}
+    assert changed == {"triton_linear", "linear_splitk", "linear_tma", "gemm_choice"}
     with pytest.raises(ValueError, match="kernel must be one of"):
         kernel_hash("softmax")
 
@@ -100,7 +103,8 @@ def test_kernel_hash_is_per_kernel(tmp_path):
 def test_config_file_round_trip_drops_only_the_kernels_whose_sources_changed(tmp_path):
     kdir = _copy_kernels(tmp_path)
     cache = config_file.TunedConfigCache("GPU X", "3.6.0", directory=tmp_path, kernel_dir=kdir)
-    cache.put("linear", (64, 768, 768, True), {"BLOCK_M": 64, "num_warps": 4})
+    assert not cache.load() and cache.invalid_reason == "no cache file"
+    cache.put("triton_linear", (64, 768, 768, True), {"BLOCK_M": 64, "num_warps": 4})
     cache.put("varlen_attention", (128, 64, "tf32", "float16"), {"BLOCK_M": 128, "num_warps": 8})
     path = cache.save()
     assert path.name == "tuned-gpu-x.json"
@@ -109,17 +113,53 @@ def test_config_file_round_trip_drops_only_the_kernels_whose_sources_changed(tmp
     assert sorted(again.items()) == sorted(cache.items())
     loaded = _fresh()
     assert loaded.load(again) == 2
-    assert loaded.config("linear", (64, 768, 768, True), lambda k: {}) == {"BLOCK_M": 64, "num_warps": 4}
+    assert loaded.config("triton_linear", (64, 768, 768, True), lambda k: {}) == {"BLOCK_M": 64, "num_warps": 4}
 
     attention = kdir / "attention.py"
     attention.write_text(attention.read_text() + "\n")
     edited = config_file.TunedConfigCache("GPU X", "3.6.0", directory=tmp_path, kernel_dir=kdir)
     assert edited.load() and edited.stale_kernels == ["varlen_attention"]
-    assert edited.get("linear", (64, 768, 768, True)) == {"BLOCK_M": 64, "num_warps": 4}
+    assert edited.get("triton_linear", (64, 768, 768, True)) == {"BLOCK_M": 64, "num_warps": 4}
     assert edited.get("varlen_attention", (128, 64, "tf32", "float16")) is None
     other = config_file.TunedConfigCache("GPU X", "3.7.0", directory=tmp_path, kernel_dir=kdir)
     assert not other.load() and other.invalid_reason.startswith("stale cache file") and other.configs == {}
+    other_gpu = config_file.TunedConfigCache("GPU Y", "3.6.0", directory=tmp_path, kernel_dir=kdir)
+    assert not other_gpu.load() and other_gpu.path != path
+    path.write_text(json.dumps({"header": again.header}))
+    assert not again.load() and "malformed" in again.invalid_reason
     path.write_text("{ broken")
     assert not again.load() and "unreadable" in again.invalid_reason and again.configs == {}
     with pytest.raises(ValueError, match="kernel must be one of"):
         cache.put("softmax", (1,), {})
+
+
+def test_measure_configs_dry_run_on_the_interpreter(tmp_path):
+    """tuning.measure_configs on tiny shapes (host timings: they exercise the code, nothing more):
+    one entry per kernel and key the shapes reach, each a config its kernel accepts, written in the
+    config-file format that a launch state loads back."""
+    from bertfast import ops, tuning
+    from bertfast.kernels import gemm
+
+    if not ops.interpreter_on():
+        pytest.skip("needs TRITON_INTERPRET=1 (the kernels run on CPU tensors)")
+    shapes = {"gemm": [(5, 40, 64, "bias+gelu"), (17, 48, 32, "bias+residual+layernorm")], "attention": [(16, 32)]}
+    path = tmp_path / "configs-cpu-x.json"
+    data = tuning.measure_configs("cpu", shapes, reps=2, dtypes=["float32"], path=path, device_name="CPU X")
+    assert data["header"] == {"format": config_file.FORMAT, "device": "CPU X", "triton": data["header"]["triton"]}
+    counts = {k: len(v["configs"]) for k, v in data["kernels"].items()}
+    assert counts == {
+        "triton_linear": 2,
+        "linear_splitk": 2,
+        "bias_activation": 1,
+        "layernorm": 1,
+        "embed_layernorm": 1,
+        "varlen_attention": 1,
+    }, "fp32: no TMA"
+    assert all(v["hash"] == kernel_hash(k) for k, v in data["kernels"].items())
+    linear_key = json.dumps(list(gemm.config_key(5, 40, 64, True, False, "gelu", "ieee", torch.float32)))
+    winner = data["kernels"]["triton_linear"]["configs"][linear_key]
+    x, w = torch.randn(5, 64), torch.randn(40, 64)
+    out = gemm.triton_linear(x, w, None, "gelu", config=winner)
+    assert_close(out, gemm.linear_ref(x, w, None, "gelu"), SUM_ORDER_ATOL_FP32, "the measured winner")
+    cache = config_file.TunedConfigCache("CPU X", data["header"]["triton"], directory=tmp_path, prefix="configs")
+    assert cache.path == path and cache.load() and cache.as_dict() == data

@@ -42,22 +42,21 @@ def kernel_calls(monkeypatch):
 
     for name in ("embed_layernorm", "varlen_attention"):
         count(kernels, name)
-    for name in ("linear_trusted", "linear_residual_layernorm_trusted"):  # the model's unchecked hot path
-        count(dispatch, name, key=lambda args, _n=name: _n.removesuffix("_trusted"))
-    count(dispatch, "_run", key=lambda args: f"gemm:{args[0]}")
+    for name in ("launch_linear", "launch_linear_residual_layernorm"):  # the model's launchers (no checks)
+        count(dispatch, name, key=lambda args, _n=name: _n.removeprefix("launch_"))
+    for impl in kernels.gemm_impls.IMPLEMENTATIONS.values():
+        count(impl, "launch", key=lambda args, _n=impl.name: f"gemm:{_n}")
     return counts
 
 
 @pytest.fixture(params=["cublas", "triton", "splitk"])
 def gemm_choice(request):
     """Every GEMM of the model through one implementation (a choice table whose heuristic says so)."""
-    dispatch = ops._kernels().gemm_dispatch
-    device = torch.device(DEVICE)
-    table = dispatch.ChoiceTable(invalid_reason="test: one choice for every shape")
-    table.heuristic = lambda key: request.param
-    dispatch.set_choice_table(device, table)
+    state = ops._kernels().state.launch_state(DEVICE)
+    before = state.choices
+    state.set_choice_table(ops._kernels().gemm_dispatch.ChoiceTable(default=request.param))
     yield request.param
-    dispatch.set_choice_table(device, None)
+    state.set_choice_table(before)
 
 
 CONFIGS = [
@@ -83,7 +82,7 @@ def test_triton_model_matches_hf_fp32(cfg, gemm_choice, kernel_calls):
         assert_close(x[m], y[m], MODEL_ATOL_FP32_TRITON, f"hidden_states[{i}]")
     layers = ref.config.num_hidden_layers
     gemms = 4 * layers + 1  # QKV, out-proj, FFN1, FFN2 per layer; the pooler
-    # cuBLAS runs inside linear_residual_layernorm without going through _run (mm + one row pass).
+    # cuBLAS runs linear_residual_layernorm as mm + one row pass, not through its plain launch.
     runs = gemms if gemm_choice != "cublas" else gemms - 2 * layers
     assert kernel_calls == {
         "embed_layernorm": 1,

@@ -15,7 +15,7 @@ KERNEL_DIR = Path(__file__).resolve().parent
 
 # kernel name (as in config files and `LaunchState.config`) -> the files its configs depend on.
 KERNEL_SOURCES: dict[str, tuple[str, ...]] = {
-    "linear": ("gemm.py", "epilogue.py"),
+    "triton_linear": ("gemm.py", "epilogue.py"),
     "linear_splitk": ("gemm_splitk.py", "gemm.py", "epilogue.py"),
     "linear_tma": ("gemm_tma.py", "gemm.py", "epilogue.py"),
     "varlen_attention": ("attention.py",),

@@ -7,6 +7,8 @@ CUDA, with or without the Triton interpreter.
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from collections.abc import Iterable, Sequence
 from typing import Optional
 
@@ -111,7 +113,9 @@ def configs(gpu: Sequence[triton.Config], interp: triton.Config) -> list:
 
 def bucket(n: int, lo: int = 16) -> int:
     """Round a size up to a power of two (at least `lo`): an autotune key that does not retune per size."""
-    return max(lo, triton.next_power_of_2(max(int(n), 1)))
+    # Plain int arithmetic: triton.next_power_of_2 is a constexpr function with a call cost of its own,
+    # and this runs on every launch of the model's hot path.
+    return max(lo, 1 << (max(int(n), 1) - 1).bit_length())
 
 
 def smem_bytes(stages: int, elem_bytes: int, *tiles: int) -> int:
@@ -217,6 +221,19 @@ def check_no_overlap(out: torch.Tensor, **inputs: Optional[torch.Tensor]) -> Non
             raise ValueError(f"out overlaps {name} in memory: in-place is not supported, pass a separate buffer")
 
 
+INPUT_PRECISIONS = ("ieee", "tf32", "tf32x3")
+
+
+def check_input_precision(input_precision: Optional[str], dtype: torch.dtype) -> str:
+    """The dot-product precision of a launch: None -> "ieee" for fp32 operands (accurate to fp32, as
+    the whole-model fp32 check needs), "tf32" otherwise (fp16 / bf16 dots ignore it)."""
+    if input_precision is None:
+        return "ieee" if dtype == torch.float32 else "tf32"
+    if input_precision not in INPUT_PRECISIONS:
+        raise ValueError(f"input_precision must be None, 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
+    return input_precision
+
+
 def check_eps(eps) -> float:
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
         raise ValueError(f"eps must be a positive float, got {eps!r}")
@@ -238,6 +255,48 @@ def layernorm_launch_params(h: int, elem_bytes: int):
     return block_h, block_t, num_warps
 
 
+# The acceptance rule for a fused op, applied by the measuring code (GEMM choices, kernel configs)
+# before it times a candidate: on fresh random inputs, the candidate's max error against an fp32 (or
+# wider) reference is at most twice the error of PyTorch's own op in the same dtype, plus this atol.
+ACCEPT_ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+
+
+def acceptable_error(error: float, torch_error: float, dtype: torch.dtype) -> bool:
+    """Whether a candidate's max error passes the acceptance rule (False for NaN)."""
+    return error <= 2.0 * torch_error + ACCEPT_ATOL[dtype]
+
+
+def row_config(key: tuple) -> dict:
+    """The heuristic config {"BLOCK_T", "num_warps"} of the LayerNorm row kernels for a key (H, dtype
+    name); BLOCK_H is always next_power_of_2(H)."""
+    H, dtype = key
+    _, block_t, num_warps = layernorm_launch_params(H, 4 if dtype == "float32" else 2)
+    return {"BLOCK_T": block_t, "num_warps": num_warps}
+
+
 def gpu_slug(device_name: str) -> str:
     """A file-name form of a GPU's name: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
     return "".join(c if c.isalnum() else "-" for c in device_name).strip("-").lower()
+
+
+def median_ms(fn_for, copies: int, reps: int, device: torch.device) -> float:
+    """Median ms of fn_for(i) over reps calls, operand set i rotating; CUDA events on a GPU, a host
+    clock (meaningless as a GPU figure: tests only) on the CPU."""
+    for i in range(min(copies, 3)):
+        fn_for(i)  # warm-up: compile, autotune-free config resolution, allocator
+    samples = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for r, (start, end) in enumerate(events):
+            start.record()
+            fn_for(r % copies)
+            end.record()
+        torch.cuda.synchronize(device)
+        samples = [s.elapsed_time(e) for s, e in events]
+    else:
+        for r in range(reps):
+            t0 = time.perf_counter()
+            fn_for(r % copies)
+            samples.append(1000.0 * (time.perf_counter() - t0))
+    return statistics.median(samples)

@@ -10,6 +10,7 @@ says why. The key of a row: (M bucket, N, K, epilogue name, dtype name).
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import tempfile
@@ -32,6 +33,7 @@ TABLE_DIR = Path(__file__).resolve().parent / "tables"
 _EPILOGUE_PARTS = ("bias", *sorted({a.kernel for a in _act.ACTIVATIONS.values()}), "residual", "layernorm")
 
 
+@functools.cache  # the model's hot path names its epilogue on every GEMM call
 def epilogue_name(has_bias: bool, kernel_activation: str, has_residual: bool, layernorm: bool = False) -> str:
     """ "bias+gelu", "bias+residual+layernorm", "none", ...: what a GEMM does after the product."""
     parts = (
@@ -65,7 +67,11 @@ def choice_key(M: int, N: int, K: int, epilogue: str, dtype: torch.dtype) -> tup
 
 
 class ChoiceTable:
-    """Measured choices per key, from a table file (empty: no GPU measured, or the file was invalid)."""
+    """Measured choices per key, from a table file (empty: no GPU measured, or the file was invalid).
+
+    `default` names the choice for every key without a row (None: the dispatcher's default), e.g. a
+    table that runs every GEMM of a model through one implementation.
+    """
 
     def __init__(
         self,
@@ -74,16 +80,24 @@ class ChoiceTable:
         header: Optional[dict] = None,
         path: Optional[Path] = None,
         invalid_reason: Optional[str] = None,
+        default: Optional[str] = None,
     ):
+        if default is not None and default not in CHOICES:
+            raise ValueError(f"default must be None or one of {CHOICES}, got {default!r}")
         self.header = header
         self.path = path
         self.invalid_reason = invalid_reason
+        self.default = default
         self.rows = [dict(r) for r in rows]
         self._known = {_row_key(r): r["choice"] for r in self.rows}
 
     def choice(self, key: tuple) -> Optional[str]:
-        """The measured choice for `key`, None where no row decides it."""
-        return self._known.get(key)
+        """The measured choice for `key`, else `default`."""
+        return self._known.get(key, self.default)
+
+    def source(self, key: tuple) -> str:
+        """ "table" when a measured row decides the key, else "default"."""
+        return "table" if key in self._known else "default"
 
 
 def _row_key(row: dict) -> tuple:

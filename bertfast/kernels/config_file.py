@@ -117,12 +117,21 @@ class TunedConfigCache:
             for key, config in configs.items():
                 yield kernel, key_from_json(key), config
 
+    def as_dict(self) -> dict[str, Any]:
+        """The file's content: the header and each kernel's source hash and configs."""
+        kernels = {name: {"hash": self._hash(name), "configs": dict(c)} for name, c in self.configs.items()}
+        return {"header": dict(self.header), "kernels": kernels}
+
     def save(self) -> Path:
-        """Atomic write: a crash never leaves a half-written file behind."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        kernels = {name: {"hash": self._hash(name), "configs": c} for name, c in self.configs.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tuned-", suffix=".json")
+        """Write the file at `path`, atomically: a crash never leaves a half-written file behind."""
+        return self.save_as(self.path)
+
+    def save_as(self, path: str | os.PathLike) -> Path:
+        """Write the file at another path (e.g. a committed table being measured), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuned-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"header": self.header, "kernels": kernels}, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
-        return self.path
+            json.dump(self.as_dict(), f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+        return path

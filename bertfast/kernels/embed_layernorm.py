@@ -17,8 +17,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _dtypes
 from . import _utils
 from ._norm import layernorm_tile
+from .state import launch_state
+
+KERNEL = "embed_layernorm"
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -105,6 +109,27 @@ def embed_layernorm(
     Ids are 1-D [T] int32/int64 tensors (any stride); token_type_ids=None means type 0 for every
     token. Tables are [rows, H] with unit column stride, all in one float dtype, which is the output's.
     """
+    ids = (input_ids, position_ids, token_type_ids)  # (T,) each
+    tables = (word_embeddings, position_embeddings, token_type_embeddings, weight, bias)
+    out, eps = check_embed_layernorm_args(*ids, *tables, eps, out)
+    if input_ids.shape[0] == 0:
+        return out
+    return launch_embed_layernorm(*ids, *tables, eps, out)
+
+
+def check_embed_layernorm_args(
+    input_ids,
+    position_ids,
+    token_type_ids,
+    word_embeddings,
+    position_embeddings,
+    token_type_embeddings,
+    weight,
+    bias,
+    eps,
+    out,
+) -> tuple[torch.Tensor, float]:
+    """embed_layernorm's boundary checks; returns (out allocated or checked, eps)."""
     _check_ids("input_ids", input_ids)
     T = input_ids.shape[0]
     _check_ids("position_ids", position_ids, T)
@@ -138,11 +163,34 @@ def embed_layernorm(
         "bias": bias,
     }
     device = _utils.check_devices(_embed_layernorm_fwd_kernel, **inputs)
-    out = _utils.check_out(out, (T, H), word_embeddings.dtype, device, **inputs)
-    if T == 0:
-        return out
+    return _utils.check_out(out, (T, H), word_embeddings.dtype, device, **inputs), eps
 
-    block_h, block_t, num_warps = _utils.layernorm_launch_params(H, word_embeddings.element_size())
+
+def config_key(H: int, dtype: torch.dtype) -> tuple:
+    return (H, _dtypes.dtype_name(dtype))
+
+
+def launch_embed_layernorm(
+    input_ids,
+    position_ids,
+    token_type_ids,
+    word_embeddings,
+    position_embeddings,
+    token_type_embeddings,
+    weight,
+    bias,
+    eps: float,
+    out,
+    *,
+    config: Optional[dict] = None,
+) -> torch.Tensor:
+    """The launch alone, on inputs checked by check_embed_layernorm_args (T >= 1); `config`
+    ({"BLOCK_T", "num_warps"}) overrides the launch state's config for the shape."""
+    T, H = input_ids.shape[0], word_embeddings.shape[1]
+    if config is None:
+        key = config_key(H, word_embeddings.dtype)
+        config = launch_state(out.device).config(KERNEL, key, _utils.row_config)
+    block_h, block_t, num_warps = triton.next_power_of_2(H), config["BLOCK_T"], config["num_warps"]
     weight, bias = weight.contiguous(), bias.contiguous()
     type_ids = token_type_ids if token_type_ids is not None else input_ids
     grid = (triton.cdiv(T, block_t),)

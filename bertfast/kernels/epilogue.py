@@ -20,8 +20,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _dtypes
 from .. import activations as _act
 from . import _utils
+from .state import launch_state
+
+KERNEL = "bias_activation"
 
 
 @triton.jit
@@ -127,7 +131,7 @@ def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
-def _launch_params(T: int, N: int):
+def _launch_params(N: int):
     """(BLOCK_T, BLOCK_N, num_warps): ~4K elements per program, whole rows up to N = 4096."""
     block_n = min(triton.next_power_of_2(N), 4096)
     block_t = max(1, min(16, 4096 // block_n))
@@ -166,14 +170,26 @@ def bias_activation(
     out = _utils.check_out(out, (T, N), y.dtype, device, bias=bias, residual=residual, **y_guard)
     if T == 0 or N == 0:
         return out
-    _launch_bias_activation(y, bias, _act.kernel_name(activation), residual, out)
+    launch_bias_activation(y, bias, _act.kernel_name(activation), residual, out)
     return out
 
 
-def _launch_bias_activation(y, bias, kernel_activation: str, residual, out) -> None:
-    """The launch alone (inputs already checked): kernel_activation is the kernels' constexpr name."""
+def config_key(N: int, dtype: torch.dtype) -> tuple:
+    return (N, _dtypes.dtype_name(dtype))
+
+
+def _bias_activation_heuristic(key: tuple) -> dict:
+    block_t, block_n, num_warps = _launch_params(key[0])
+    return {"BLOCK_T": block_t, "BLOCK_N": block_n, "num_warps": num_warps}
+
+
+def launch_bias_activation(y, bias, kernel_activation: str, residual, out, *, config: Optional[dict] = None) -> None:
+    """The launch alone (inputs already checked; T, N >= 1): kernel_activation is the kernels'
+    constexpr name; `config` ({"BLOCK_T", "BLOCK_N", "num_warps"}) overrides the launch state's."""
     T, N = y.shape
-    block_t, block_n, num_warps = _launch_params(T, N)
+    if config is None:
+        config = launch_state(y.device).config(KERNEL, config_key(N, y.dtype), _bias_activation_heuristic)
+    block_t, block_n, num_warps = config["BLOCK_T"], config["BLOCK_N"], config["num_warps"]
     if bias is not None and bias.stride(0) != 1:
         bias = bias.contiguous()  # the kernel reads bias with unit stride
     res = residual if residual is not None else y  # dummy pointer when unused

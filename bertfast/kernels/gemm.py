@@ -9,10 +9,10 @@ and x tiles a group needs stay in L2. Out-of-range rows / columns of x and weigh
 of BLOCK_K; the store is masked. fp32 operands use IEEE fp32 dot products by default (accurate to
 fp32, as the whole-model fp32 check needs); tf32 only when the caller asks (input_precision="tf32").
 
-Launch configs come from GEMM_CONFIGS (a ConfigTable: the per-GPU table or `bertfast tune`'s winners,
-else a deterministic heuristic), resolved once per shape key: a user's first call never autotunes.
-The launcher only computes: choosing cuBLAS, split-K, the Hopper kernel or this one per shape is
-gemm_dispatch.py's business.
+Launch configs come from the device's launch state (`state.launch_state(device).config("triton_linear",
+key, _gemm_heuristic)`: the per-GPU file or `bertfast tune`'s winners, else a deterministic heuristic),
+resolved once per shape key: a user's first call never autotunes. The launcher only computes: choosing
+cuBLAS, split-K, the Hopper kernel or this one per shape is gemm_dispatch.py's business.
 """
 
 from __future__ import annotations
@@ -23,10 +23,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _dtypes
 from .. import activations as _act
 from . import _utils
-from ._configs import Config, ConfigTable, autotune_requested, from_triton, split_launch
+from ._configs import Config, from_triton, split_launch
 from .epilogue import _epilogue_store_tile
+from .state import launch_state
+
+KERNEL = "triton_linear"  # the name of this kernel's configs in the launch state and config files
 
 # The canonical activation names (bertfast.activations is the one table); names that are the same
 # curve as another run that one's kernel branch ("gelu_fast" -> "gelu_tanh").
@@ -208,18 +212,12 @@ _linear_fwd_tuned = triton.autotune(
 
 
 # --------------------------------------------------------------------------------------------------
-# Launch configs without autotuning: GEMM_CONFIGS answers per shape key from known winners (the
-# committed per-GPU table, `bertfast tune`), else from `_gemm_heuristic`.
+# Launch configs without autotuning: the launch state answers per shape key from known winners (the
+# committed per-GPU file, `bertfast tune`), else from `_gemm_heuristic`.
 # Key: (M bucket, N, K, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, INPUT_PRECISION, dtype name).
 # --------------------------------------------------------------------------------------------------
 
 NUM_SMS_HOPPER = 132  # H100 SXM / H200: what the heuristics size grids for (tables override)
-
-_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES[dtype]
 
 
 def _interpreted() -> bool:
@@ -240,7 +238,7 @@ def fit_smem(config: Config, elem_bytes: int) -> Config:
     return c
 
 
-def _gemm_heuristic(key: tuple, args: dict) -> Config:
+def _gemm_heuristic(key: tuple) -> Config:
     """Deterministic tiles from the key alone (no benchmarking).
 
     - interpreter: the one small interpreter config;
@@ -272,20 +270,9 @@ def _gemm_heuristic(key: tuple, args: dict) -> Config:
     return fit_smem(config, elem)
 
 
-GEMM_CONFIGS = ConfigTable("linear", _gemm_heuristic)
-
-# key -> (the table's config object, launch kwargs incl. EVEN_K, BLOCK_M, BLOCK_N): rebuilt only when
-# the table hands out a different config object (after a put()).
-_PREPARED: dict[tuple, tuple] = {}
-
-
-def _prepared(key: tuple, K: int) -> tuple:
-    cfg = GEMM_CONFIGS.lookup(key)
-    prepared = _PREPARED.get(key)
-    if prepared is None or prepared[0] is not cfg:
-        prepared = (cfg, *_launch_kwargs(cfg, K))
-        _PREPARED[key] = prepared
-    return prepared
+def _prepared(state, key: tuple) -> tuple[dict, int, int]:
+    """(kernel kwargs incl. EVEN_K, BLOCK_M, BLOCK_N) of the state's config for a key, built once per key."""
+    return _launch_kwargs(state.config(KERNEL, key, _gemm_heuristic), key[2])
 
 
 def _launch_kwargs(config: Config, K: int) -> tuple[dict, int, int]:
@@ -299,7 +286,7 @@ def _launch_kwargs(config: Config, K: int) -> tuple[dict, int, int]:
     return {**meta, **launch}, meta["BLOCK_M"], meta["BLOCK_N"]
 
 
-def shape_key(
+def config_key(
     T: int,
     N: int,
     K: int,
@@ -309,8 +296,9 @@ def shape_key(
     input_precision: str,
     dtype: torch.dtype,
 ) -> tuple:
-    """GEMM_CONFIGS's key (JSON-friendly: ints, bools, strings)."""
-    return (_utils.bucket(T), N, K, has_bias, has_residual, kernel_activation, input_precision, _DTYPE_NAMES[dtype])
+    """The config key of a launch (JSON-friendly: ints, bools, strings)."""
+    dtype_name = _dtypes.dtype_name(dtype)
+    return (_utils.bucket(T), N, K, has_bias, has_residual, kernel_activation, input_precision, dtype_name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,10 +322,7 @@ def check_linear_args(x, weight, bias, activation, residual, out, input_precisio
         _utils.check_shape("residual", residual, (T, N))
     _utils.check_same_dtype("x", x, weight=weight, bias=bias, residual=residual)
     _act.check_name(activation)
-    if input_precision is None:
-        input_precision = "ieee" if x.dtype == torch.float32 else "tf32"
-    elif input_precision not in ("ieee", "tf32", "tf32x3"):
-        raise ValueError(f"input_precision must be None, 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
+    input_precision = _utils.check_input_precision(input_precision, x.dtype)
     device = _utils.check_devices(kernel, x=x, weight=weight, bias=bias, residual=residual)
     if N == 0:
         raise ValueError("weight must have at least one row (N >= 1)")
@@ -347,7 +332,7 @@ def check_linear_args(x, weight, bias, activation, residual, out, input_precisio
     return out, input_precision
 
 
-def linear(
+def triton_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
@@ -366,22 +351,22 @@ def linear(
     input_precision: None -> "ieee" for fp32 operands; "tf32" / "tf32x3" trade fp32 accuracy for speed.
 
     Launch config: `config` when given ({"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps",
-    "num_stages"}), else GEMM_CONFIGS's answer for the shape key (no autotuning, memoised per key).
-    autotune=True (or inside `_configs.autotuning()`): Triton's autotuner picks, and its winner is
-    recorded in GEMM_CONFIGS (what `bertfast tune` does).
+    "num_stages"}), else the launch state's answer for the shape key (no autotuning, memoised per key).
+    autotune=True (or inside `launch_state(device).autotuning()`): Triton's autotuner picks, and its
+    winner is recorded in the launch state (what `bertfast tune` does).
     """
     out, input_precision = check_linear_args(
         x, weight, bias, activation, residual, out, input_precision, _linear_fwd_kernel
     )
     if x.shape[0] == 0:
         return out
-    launch_linear(
+    launch_triton_linear(
         x, weight, bias, _act.kernel_name(activation), residual, out, input_precision, config=config, autotune=autotune
     )
     return out
 
 
-def launch_linear(
+def launch_triton_linear(
     x,
     weight,
     bias,
@@ -423,27 +408,18 @@ def launch_linear(
         ACTIVATION=kernel_activation,
         INPUT_PRECISION=input_precision,
     )
-    if config is None and (autotune or autotune_requested()):
-
-        def grid(meta):
-            return (triton.cdiv(T, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
-
-        _linear_fwd_tuned[grid](*args, **flags)
-        key = shape_key(T, N, K, bias is not None, residual is not None, kernel_activation, input_precision, x.dtype)
-        GEMM_CONFIGS.put(key, from_triton(_linear_fwd_tuned.best_config))
-        return
     if config is None:
-        key = (
-            _utils.bucket(T),
-            N,
-            K,
-            bias is not None,
-            residual is not None,
-            kernel_activation,
-            input_precision,
-            _DTYPE_NAMES[x.dtype],
-        )  # shape_key inlined: the hot path
-        _, kwargs, block_m, block_n = _prepared(key, K)
+        state = launch_state(x.device)
+        key = config_key(T, N, K, bias is not None, residual is not None, kernel_activation, input_precision, x.dtype)
+        if autotune or state.autotune:
+
+            def grid(meta):
+                return (triton.cdiv(T, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+            _linear_fwd_tuned[grid](*args, **flags)
+            state.put_config(KERNEL, key, from_triton(_linear_fwd_tuned.best_config))
+            return
+        kwargs, block_m, block_n = state.memo(KERNEL, key, lambda k: _prepared(state, k))
     else:
         kwargs, block_m, block_n = _launch_kwargs(config, K)
     grid = (triton.cdiv(T, block_m) * triton.cdiv(N, block_n),)

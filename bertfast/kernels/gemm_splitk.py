@@ -12,7 +12,7 @@ at once, then a second kernel adds the partial sums and applies the epilogue:
               no atomics: the same inputs give the same bits every run)
 
 K_PER_SPLIT is a multiple of BLOCK_K, so only the last split can end in a partial K block.
-Configs come from SPLITK_CONFIGS (a ConfigTable keyed on the shape and the SM count), else a
+Configs come from the device's launch state (kernel "linear_splitk", keyed on the shape and the SM count), else a
 heuristic that aims at 2-4 programs per SM; `split_k=` or `config=` override it per call.
 """
 
@@ -24,11 +24,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _dtypes
 from .. import activations as _act
 from . import _utils
-from ._configs import Config, ConfigTable, split_launch
+from ._configs import Config, split_launch
 from .epilogue import _apply_activation
-from .gemm import _dot_k_range, check_linear_args, dtype_name, fit_smem
+from .gemm import _dot_k_range, check_linear_args, fit_smem
+from .state import launch_state
+
+KERNEL = "linear_splitk"
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -129,11 +133,10 @@ def _splitk_reduce_kernel(
 # --------------------------------------------------------------------------------------------------
 
 MAX_PROGRAMS_PER_SM = 4  # aim: tiles x splits within 2-4 programs per SM
-INTERPRETER_SMS = 4  # what the heuristic sizes for under the interpreter (few programs: fast tests)
 REDUCE_BLOCK = 1024
 
 
-def _splitk_heuristic(key: tuple, args: dict) -> Config:
+def _splitk_heuristic(key: tuple) -> Config:
     """Small row tiles (16/32/64 from M), 64-wide columns (32 when that leaves too few programs),
     BLOCK_K 64 (32 for IEEE fp32), then whole K blocks per split so that tiles x splits comes near
     2-4 programs per SM (at most one split per K block)."""
@@ -167,20 +170,8 @@ def _splitk_heuristic(key: tuple, args: dict) -> Config:
     return fit_smem(config, 4 if dtype == "float32" else 2)
 
 
-SPLITK_CONFIGS = ConfigTable("linear_splitk", _splitk_heuristic)
-
-_NUM_SMS: dict = {}
-
-
-def num_sms(device: torch.device) -> int:
-    """Multiprocessors of a CUDA device (memoised), INTERPRETER_SMS for CPU tensors."""
-    if device.type != "cuda":
-        return INTERPRETER_SMS
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    count = _NUM_SMS.get(index)
-    if count is None:
-        count = _NUM_SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return count
+def config_key(M: int, N: int, K: int, input_precision: str, dtype: torch.dtype, num_sms: int) -> tuple:
+    return (_utils.bucket(M), N, K, input_precision, _dtypes.dtype_name(dtype), num_sms)
 
 
 def splitk_plan(K: int, block_k: int, split_k: int) -> tuple[int, int]:
@@ -212,7 +203,7 @@ def linear_splitk(
 
     Same operands and rules as kernels.linear (any M works; it pays for M <= 256). split_k: the number
     of K ranges (clamped to the number of BLOCK_K blocks); config: {"BLOCK_M", "BLOCK_N", "BLOCK_K",
-    "SPLIT_K", "num_warps", "num_stages"}; neither -> SPLITK_CONFIGS for the shape.
+    "SPLIT_K", "num_warps", "num_stages"}; neither -> the launch state's config for the shape.
     """
     out, input_precision = check_linear_args(
         x, weight, bias, activation, residual, out, input_precision, _linear_splitk_partial_kernel
@@ -243,8 +234,9 @@ def launch_linear_splitk(
     M, K = x.shape
     N = weight.shape[0]
     if config is None:
-        key = (_utils.bucket(M), N, K, input_precision, dtype_name(x.dtype), num_sms(x.device))
-        config = SPLITK_CONFIGS.lookup(key)
+        state = launch_state(x.device)
+        key = config_key(M, N, K, input_precision, x.dtype, state.num_sms)
+        config = state.config(KERNEL, key, _splitk_heuristic)
     meta, launch = split_launch(config)
     missing = {"BLOCK_M", "BLOCK_N", "BLOCK_K"} - set(meta)
     if missing:

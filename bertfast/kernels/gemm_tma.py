@@ -11,7 +11,7 @@
 - The epilogue (bias, activation from epilogue.py, residual, one masked store) is gemm.py's.
 
 Descriptors need, on the GPU: unit stride along K, 16-byte aligned base pointers and row strides
-(`tma_incompatibility` says which operand breaks that), and global scratch for the descriptors that
+(`layout_reasons` says which operand breaks that), and global scratch for the descriptors that
 the kernel builds on the device, which Triton asks of the allocator given to `triton.set_allocator`
 (installed here on first use, a torch allocation, unless the caller set one). fp16 / bf16 only:
 fp32 operands are not offered (IEEE fp32 dots would not use the tensor cores this kernel is for).
@@ -26,12 +26,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _dtypes
 from .. import activations as _act
 from . import _utils
-from ._configs import Config, ConfigTable, split_launch
+from ._configs import Config, split_launch
 from .epilogue import _epilogue_store_tile
-from .gemm import _grouped_tile, check_linear_args, dtype_name, fit_smem
-from .gemm_splitk import num_sms
+from .gemm import _grouped_tile, check_linear_args, fit_smem
+from .state import launch_state
+
+KERNEL = "linear_tma"
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -101,10 +104,15 @@ def _linear_tma_kernel(
 # num_warps, num_stages.
 # --------------------------------------------------------------------------------------------------
 
+
+def config_key(M: int, N: int, K: int, dtype: torch.dtype, num_sms: int) -> tuple:
+    return (_utils.bucket(M), N, K, _dtypes.dtype_name(dtype), num_sms)
+
+
 TMA_INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1}
 
 
-def _tma_heuristic(key: tuple, args: dict) -> Config:
+def _tma_heuristic(key: tuple) -> Config:
     """64-row tiles up to M = 256 (one warpgroup), 128 x 128 beyond, 128 x 256 when that still gives
     two tiles per SM; BLOCK_K 64 (128 B of fp16 per row: full TMA boxes); stages to fit SMEM_LIMIT."""
     m_bucket, n, _k, _dtype, sms = key
@@ -121,24 +129,23 @@ def _tma_heuristic(key: tuple, args: dict) -> Config:
     return fit_smem(config, 2)
 
 
-TMA_CONFIGS = ConfigTable("linear_tma", _tma_heuristic)
-
 TMA_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def tma_incompatibility(x: torch.Tensor, weight: torch.Tensor) -> Optional[str]:
-    """Why tensor descriptors cannot read these operands (None when they can): dtype, unit stride
-    along K, 16-byte aligned base pointers and row strides."""
-    if x.dtype not in TMA_DTYPES:
-        return f"x has dtype {x.dtype}: linear_tma takes float16 / bfloat16 only (fp32 is not offered)"
+def layout_reasons(x: torch.Tensor, weight: torch.Tensor) -> list[str]:
+    """Why tensor descriptors cannot read these operands (empty when they can): unit stride along K,
+    16-byte aligned base pointers and row strides."""
+    reasons = []
     for name, t in (("x", x), ("weight", weight)):
         if t.shape[1] > 1 and t.stride(1) != 1:
-            return f"{name} must have unit stride along K for tensor descriptors, got strides {t.stride()}"
+            reasons.append(f"{name} must have unit stride along K for tensor descriptors, got strides {t.stride()}")
         if t.data_ptr() % 16:
-            return f"{name}'s data pointer must be 16-byte aligned for tensor descriptors"
+            reasons.append(f"{name}'s data pointer must be 16-byte aligned for tensor descriptors")
         if (t.stride(0) * t.element_size()) % 16:
-            return f"{name}'s row stride ({t.stride(0)} elements) must be a multiple of 16 bytes for tensor descriptors"
-    return None
+            reasons.append(
+                f"{name}'s row stride ({t.stride(0)} elements) must be a multiple of 16 bytes for tensor descriptors"
+            )
+    return reasons
 
 
 def _torch_allocator(size: int, alignment: int, stream: Optional[int]) -> torch.Tensor:
@@ -176,13 +183,15 @@ def linear_tma(
     """out [M, N] = activation(x [M, K] @ weight [N, K]^T + bias [N]) + residual [M, N] on Hopper.
 
     fp16 / bf16 operands; x and weight with unit stride along K and 16-byte aligned rows (see
-    tma_incompatibility); residual any strides; out (x's dtype, unit column stride) written when given.
-    config: {"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages"}, else TMA_CONFIGS.
+    layout_reasons); residual any strides; out (x's dtype, unit column stride) written when given.
+    config: {"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages"}, else the launch state's.
     """
     out, _ = check_linear_args(x, weight, bias, activation, residual, out, None, _linear_tma_kernel)
-    reason = tma_incompatibility(x, weight)
-    if reason is not None:
-        raise (TypeError if x.dtype not in TMA_DTYPES else ValueError)(reason)
+    if x.dtype not in TMA_DTYPES:
+        raise TypeError(f"x has dtype {x.dtype}: linear_tma takes float16 / bfloat16 only (fp32 is not offered)")
+    reasons = layout_reasons(x, weight)
+    if reasons:
+        raise ValueError("; ".join(reasons))
     if x.shape[0] == 0:
         return out
     launch_linear_tma(x, weight, bias, _act.kernel_name(activation), residual, out, config=config)
@@ -190,12 +199,13 @@ def linear_tma(
 
 
 def launch_linear_tma(x, weight, bias, kernel_activation: str, residual, out, *, config: Optional[dict] = None) -> None:
-    """The launch alone, for callers that checked the inputs (check_linear_args, tma_incompatibility); M >= 1."""
+    """The launch alone, for callers that checked the inputs (check_linear_args, layout_reasons); M >= 1."""
     M, K = x.shape
     N = weight.shape[0]
-    sms = num_sms(x.device)
+    state = launch_state(x.device)
+    sms = state.num_sms
     if config is None:
-        config = TMA_CONFIGS.lookup((_utils.bucket(M), N, K, dtype_name(x.dtype), sms))
+        config = state.config(KERNEL, config_key(M, N, K, x.dtype, sms), _tma_heuristic)
     meta, launch = split_launch(config)
     missing = {"BLOCK_M", "BLOCK_N", "BLOCK_K"} - set(meta)
     if missing:

@@ -2,7 +2,8 @@
 
     y [T, H] (+ bias [H]) (+ residual [T, H]) -> LayerNorm(weight, ln_bias) -> out [T, H]
 
-Two entry points launch the one kernel:
+Two public entry points check their inputs and call the one launcher, `launch_layernorm` (what the
+model and the GEMM dispatcher call on operands checked at their boundary):
 
 - `layernorm(x, weight, bias, eps, residual)`: LayerNorm(x + residual), the model's plain LN.
 - `bias_residual_layernorm(y, bias, residual, weight, ln_bias, eps)`: the epilogue after a cuBLAS
@@ -25,8 +26,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _dtypes
 from . import _utils
 from ._norm import layernorm_tile
+from .state import launch_state
+
+KERNEL = "layernorm"
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -69,10 +74,17 @@ def _layernorm_fwd_kernel(
     tl.store(out_ptr + rows[:, None] * stride_ot + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch(x, bias, residual, weight, ln_bias, eps, out):
-    """Launch the row kernel on checked inputs: x / residual [T, H] any strides, vectors [H], out [T, H]."""
+def config_key(H: int, dtype: torch.dtype) -> tuple:
+    return (H, _dtypes.dtype_name(dtype))
+
+
+def launch_layernorm(x, bias, residual, weight, ln_bias, eps, out, *, config: Optional[dict] = None):
+    """Launch the row kernel on checked inputs: x / residual [T, H] any strides, vectors [H], out [T, H];
+    T >= 1. `config` ({"BLOCK_T", "num_warps"}) overrides the launch state's config for the shape."""
     T, H = x.shape
-    block_h, block_t, num_warps = _utils.layernorm_launch_params(H, x.element_size())
+    if config is None:
+        config = launch_state(x.device).config(KERNEL, config_key(H, x.dtype), _utils.row_config)
+    block_h, block_t, num_warps = triton.next_power_of_2(H), config["BLOCK_T"], config["num_warps"]
     weight, ln_bias = weight.contiguous(), ln_bias.contiguous()
     bias = bias.contiguous() if bias is not None else None
     res = residual if residual is not None else x  # a valid pointer; never read without HAS_RESIDUAL
@@ -144,7 +156,7 @@ def layernorm(
     out, eps = _check_rows("x", x, {"weight": weight, "bias": bias}, residual, eps, out)
     if x.shape[0] == 0:
         return out
-    return _launch(x, None, residual, weight, bias, eps, out)
+    return launch_layernorm(x, None, residual, weight, bias, eps, out)
 
 
 def bias_residual_layernorm(
@@ -167,7 +179,7 @@ def bias_residual_layernorm(
     out, eps = _check_rows("y", y, {"bias": bias, "weight": weight, "ln_bias": ln_bias}, residual, eps, out)
     if y.shape[0] == 0:
         return out
-    return _launch(y, bias, residual, weight, ln_bias, eps, out)
+    return launch_layernorm(y, bias, residual, weight, ln_bias, eps, out)
 
 
 def layernorm_ref(

@@ -36,6 +36,10 @@ from ._utils import gpu_slug
 
 Config = dict[str, Any]
 
+# The multiprocessor count the heuristics size grids for on CPU tensors under the interpreter: few
+# programs, so tests stay fast.
+INTERPRETER_SMS = 4
+
 
 class LaunchState:
     """The configs, GEMM choices and their memo for launches on one device."""
@@ -48,7 +52,27 @@ class LaunchState:
         self._configs: dict[tuple, Config] = {}  # (kernel, key) -> config handed out
         self._memo: dict[tuple, Any] = {}  # (name, key) -> what a launcher built from the state
         self._autotune = 0
+        self._num_sms: Optional[int] = None
+        self._capability: Optional[tuple[int, int]] = None
         self._lock = threading.RLock()
+
+    @property
+    def num_sms(self) -> int:
+        """Multiprocessors of the CUDA device (read once), INTERPRETER_SMS for CPU tensors."""
+        if self._num_sms is None:
+            if self.device.type == "cuda":
+                self._num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count
+            else:
+                self._num_sms = INTERPRETER_SMS
+        return self._num_sms
+
+    @property
+    def capability(self) -> Optional[tuple[int, int]]:
+        """(major, minor) of the CUDA device (read once); None for CPU tensors (the interpreter runs
+        every kernel there)."""
+        if self._capability is None and self.device.type == "cuda":
+            self._capability = torch.cuda.get_device_capability(self.device)
+        return self._capability
 
     # ---------------------------------------------------------------------------------- configs
     def config(self, kernel: str, key: tuple, heuristic: Callable[[tuple], Config]) -> Config:
