@@ -419,10 +419,7 @@ def varlen_attention(
     if T > 0 and max_seqlen < 1:
         raise ValueError(f"max_seqlen must be >= 1 when qkv has {T} rows, got {max_seqlen}")
     scale = _check_scale(scale, D)
-    if input_precision is None:
-        input_precision = "ieee" if qkv.dtype == torch.float32 else "tf32"
-    elif input_precision not in ("ieee", "tf32", "tf32x3"):
-        raise ValueError(f"input_precision must be None, 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
+    input_precision = _utils.check_input_precision(input_precision, qkv.dtype)
     if config is not None:
         _check_config(config)
     bias_args, bias_flags = (None, 0, 0), _NO_REL_BIAS
