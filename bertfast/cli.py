@@ -176,7 +176,7 @@ def _add_encode(sub) -> None:
         "--model",
         default=None,
         metavar="DIR",
-        help="a BERT or sentence-transformers model directory (default: the embedded MiniLM-L6)",
+        help="an encoder or sentence-transformers folder of any supported family (default: the embedded MiniLM-L6)",
     )
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default: cpu)")
     e.add_argument(

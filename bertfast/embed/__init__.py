@@ -78,7 +78,7 @@ def embed_corpus(
 ) -> dict:
     """Embed every text of `input_path` into Parquet shards under `output_dir`; returns a summary.
 
-    model_dir: a BERT / sentence-transformers folder (default: the embedded MiniLM-L6).
+    model_dir: an encoder / sentence-transformers folder of any supported family (default: the embedded MiniLM-L6).
     field / column: where the text is in a .jsonl record / a .parquet file (default "text"); giving one
         for another format is an error (UsageError, a ValueError).
     shard_size: input rows per output shard, the unit of resumption (keep it equal across reruns).
@@ -206,7 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="DIR",
-        help="BERT / sentence-transformers model folder (default: the embedded MiniLM-L6)",
+        help="encoder / sentence-transformers model folder, any supported family (default: the embedded MiniLM-L6)",
     )
     p.add_argument(
         "--field",
