@@ -156,6 +156,7 @@ BAD_OPENAI = [
     (b'{"input": "a", "dimensions": "3"}', "dimensions", "integer"),
     (b'{"input": "a", "dimensions": 385}', "dimensions", "width 384"),
     (b'{"input": "a", "model": 7}', "model", "string"),
+    (b'{"input": ["a", "b\\ud800c"]}', "input[1]", "lone surrogate at character 1"),
     (TOO_MANY.encode(), "input", "2049 inputs, more than the 2048"),
 ]
 BAD_TEI = [
@@ -251,6 +252,7 @@ def test_32_concurrent_clients_with_mixed_sizes_each_get_their_own_vectors(serve
         close(got, np.stack([ref[t] for t in texts]), EMBED_ATOL_FP32, "a client's rows")
 
     with server.client() as c:
+        assert c.post("/v1/embeddings", json={"input": []}).status_code == 400
         metrics = c.get("/metrics").text
     size_count = float(re.search(r"^bertfast_batch_size_count (\S+)", metrics, re.M).group(1))
     size_sum = float(re.search(r"^bertfast_batch_size_sum (\S+)", metrics, re.M).group(1))
@@ -263,6 +265,8 @@ def test_32_concurrent_clients_with_mixed_sizes_each_get_their_own_vectors(serve
     assert re.search(r'^bertfast_request_duration_seconds_count\{route="/embed"\} \d', metrics, re.M)
     assert re.search(r"^bertfast_queue_seconds_count [1-9]", metrics, re.M)
     assert re.search(r"^bertfast_queue_depth 0\.0$", metrics, re.M), "nothing is left queued"
+    assert re.search(r'^bertfast_requests_in_flight\{route="/embed"\} 0\.0$', metrics, re.M)
+    assert re.search(r'^bertfast_requests_in_flight\{route="/metrics"\} 1\.0$', metrics, re.M), "this one"
 
 
 # Growth of the server's resident memory over 10,000 requests that still counts as flat: allocator and

@@ -43,7 +43,9 @@ class ServerProcess:
             keys.close()
             extra = ["--api-key-file", keys.name]
         cmd = [sys.executable, "-m", "bertfast", "serve", "--port", str(self.port), "--device", "cpu", *extra, *args]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        # One torch thread: the server shares the CI's two cores with the test's own client threads.
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
         with open(self._log.name, encoding="utf-8", errors="replace") as f:

@@ -4,6 +4,7 @@ and the embedding routes are refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -122,10 +123,13 @@ def test_a_too_long_pair_is_truncated_only_when_asked(client, reference):
         ({"texts": ["a"]}, "query: Field required"),
         ({"query": "q", "texts": ["a"], "raw_scores": "no"}, "raw_scores: Input should be a valid boolean"),
         ({"query": ["q"], "texts": ["a"]}, "query: Input should be a valid string"),
+        ({"query": "q", "texts": ["a", "\ud800"]}, "texts[1]: holds a lone surrogate"),
+        ({"query": "q\udfff", "texts": ["a"]}, "query: holds a lone surrogate"),
     ],
 )
 def test_bad_rerank_input_is_a_422_naming_the_field(client, body, words):
-    r = client.post("/rerank", json=body)
+    content = json.dumps(body).encode()  # ASCII escapes: a lone surrogate travels as JSON allows it
+    r = client.post("/rerank", content=content, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error_type"] == "Validation", r.text
     assert r.json()["error"].startswith(words), r.text
 

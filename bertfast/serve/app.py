@@ -27,7 +27,7 @@ from .engine import EMBEDDING, RERANKER, InputTooLong
 from .errors import ApiError, error_response, field_path
 from .guard import Guard
 from .metrics import Metrics
-from .schemas import EmbeddingsRequest, EmbedRequest, RerankRequest, parse_inputs
+from .schemas import EmbeddingsRequest, EmbedRequest, RerankRequest, check_text, parse_inputs
 
 log = logging.getLogger("bertfast.serve")
 
@@ -78,7 +78,11 @@ class Service:
             metrics=self.metrics,
         )
         self.batcher.start()
-        await self.batcher.warm_up(self.model.warmup_items())
+        try:
+            await self.batcher.warm_up(self.model.warmup_items())
+        except Exception:  # /health keeps answering 503: a load balancer sends this server nothing
+            log.exception("bertfast serve: warm-up failed on %s; the server stays unready", self.model.devices)
+            raise
         self.ready = True
         log.info("bertfast serve: warmed up on %s, ready", ", ".join(self.model.devices))
 
@@ -160,6 +164,9 @@ def _add_model_routes(app: FastAPI, svc: Service) -> None:
         if len(body.texts) > svc.limits.max_inputs:
             message = f"holds {len(body.texts)} texts, more than the {svc.limits.max_inputs} allowed per request"
             raise ApiError(422, message, "texts")
+        check_text(body.query, "query")
+        for i, text in enumerate(body.texts):
+            check_text(text, f"texts[{i}]")
         args = (body.query, body.texts, body.truncate)
         logits, _ = await svc.run(request, "/rerank", len(body.texts), model.tokenize, *args)
         scores = model.scores(logits, body.raw_scores)

@@ -10,6 +10,7 @@ already made, so that nothing is tokenized twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -72,6 +73,11 @@ def _cross_encoder_activation(model_dir: str) -> str | None:
 def model_kind(model_dir: str) -> str:
     """EMBEDDING or RERANKER, from the folder's sentence-transformers files."""
     return RERANKER if _cross_encoder_activation(model_dir) is not None else EMBEDDING
+
+
+def _on(device: torch.device):
+    """Make `device` current on the worker's thread: kernels launch on the current CUDA device."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _packed(items: Sequence[Encoded], device: torch.device):
@@ -157,12 +163,13 @@ class EmbeddingModel(_Model):
     def forward(self, worker: int, items: Sequence[Encoded]) -> np.ndarray:
         """(B, D) float32 sentence embeddings of `items`, on worker `worker`'s device: `encode()`'s math."""
         enc = self.encoders[worker]
-        ids, types, cu, longest = _packed(items, enc.device)
-        out = enc.model.forward_packed(ids, cu, max_seqlen=longest, token_type_ids=types)
-        emb = pool_packed(out.last_hidden_state, out.cu_seqlens, enc.pooling.modes)  # (B, D)
-        if enc.pooling.normalize:  # the model's Normalize module
-            emb = F.normalize(emb.float(), p=2, dim=1)
-        return emb.float().cpu().numpy()
+        with _on(enc.device):
+            ids, types, cu, longest = _packed(items, enc.device)
+            out = enc.model.forward_packed(ids, cu, max_seqlen=longest, token_type_ids=types)
+            emb = pool_packed(out.last_hidden_state, out.cu_seqlens, enc.pooling.modes)  # (B, D)
+            if enc.pooling.normalize:  # the model's Normalize module
+                emb = F.normalize(emb.float(), p=2, dim=1).to(emb.dtype)  # rounded as encode() rounds it
+            return emb.float().cpu().numpy()
 
 
 class RerankModel(_Model):
@@ -202,10 +209,11 @@ class RerankModel(_Model):
         """(B,) float32 raw logits of the pairs; `scores()` applies the activation."""
         model = self.models[worker]
         device = model.classifier.weight.device
-        ids, types, cu, longest = _packed(items, device)
-        out = model.bert.forward_packed(ids, cu, max_seqlen=longest, token_type_ids=types)
-        logits = model.classifier(out.pooler_output)  # (B, 1); the head's dropout is off in eval
-        return logits[:, 0].float().cpu().numpy()
+        with _on(device):
+            ids, types, cu, longest = _packed(items, device)
+            out = model.bert.forward_packed(ids, cu, max_seqlen=longest, token_type_ids=types)
+            logits = model.classifier(out.pooler_output)  # (B, 1); the head's dropout is off in eval
+            return logits[:, 0].float().cpu().numpy()
 
     def scores(self, logits: np.ndarray, raw: bool) -> np.ndarray:
         return logits if raw else self.activation(torch.from_numpy(logits)).numpy()

@@ -38,9 +38,12 @@ class Guard:
                 status[0] = message["status"]
             await send(message)
 
+        in_flight = self.metrics.in_flight.labels(route)
+        in_flight.inc()
         try:
             await self._handle(scope, receive, send_recorded, path)
         finally:
+            in_flight.dec()
             self.metrics.requests.labels(route, str(status[0])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 

@@ -25,6 +25,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.in_flight = Gauge(
+            "bertfast_requests_in_flight", "requests being answered now, by route", ["route"], registry=r
+        )
         self.inputs = Counter("bertfast_inputs", "texts (or pairs) embedded or scored, by route", ["route"], registry=r)
         self.batch_tokens = Histogram(
             "bertfast_batch_tokens", "real tokens in one packed forward", buckets=_TOKEN_BUCKETS, registry=r

@@ -61,11 +61,21 @@ def _token_ids(row: list, where: str, vocab_size: int) -> list[int]:
     return row
 
 
+def check_text(text: str, where: str) -> str:
+    """A str the tokenizer can read: JSON may carry a lone surrogate ("\\ud800"), which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        message = f"holds a lone surrogate at character {e.start}, which UTF-8 cannot encode"
+        raise ApiError(422, message, where) from None
+    return text
+
+
 def parse_inputs(value: Any, field: str, max_inputs: int, vocab_size: int) -> list[str | list[int]]:
     """A string, a list of strings, a list of token ids, or a list of such lists -> one entry per input
     (a str, or a list of ids as the tokenizer makes them: [CLS] ... [SEP])."""
     if isinstance(value, str):
-        return [value]
+        return [check_text(value, field)]
     if not isinstance(value, list):
         raise ApiError(422, f"must be a string, a list of strings or a list of token ids, got {_kind(value)}", field)
     if not value:
@@ -77,7 +87,7 @@ def parse_inputs(value: Any, field: str, max_inputs: int, vocab_size: int) -> li
     out: list[str | list[int]] = []
     for i, item in enumerate(value):
         if isinstance(item, str):
-            out.append(item)
+            out.append(check_text(item, f"{field}[{i}]"))
         elif isinstance(item, list):
             out.append(_token_ids(item, f"{field}[{i}]", vocab_size))
         else:
