@@ -32,7 +32,6 @@ every kernel, leaving out only the capture mechanism itself.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -43,129 +42,34 @@ import torch
 from torch import nn
 
 from .encoder import Spec, packed_forward
+from .graph_plan import (
+    DEFAULT_MAX_SEQS,
+    DEFAULT_MAX_TOKENS,
+    bucket_cu_seqlens,
+    check_options,
+    length_bucket,
+    power_of_two_buckets,
+    select_bucket,
+    split_batch,
+)
 from .padding import PackInfo
 
-DUMMY_CHUNK = 16
-
-
-# =============================================================================== planning (CPU)
-def power_of_two_buckets(largest: int, smallest: int = 16) -> list[int]:
-    """smallest, 2 * smallest, ... up to the first power of two >= largest."""
-    if largest < 1 or smallest < 1:
-        raise ValueError(f"bucket bounds must be positive, got largest={largest}, smallest={smallest}")
-    out, b = [], 1 << max(0, math.ceil(math.log2(smallest)))
-    while True:
-        out.append(b)
-        if b >= largest:
-            return out
-        b *= 2
-
-
-def sequences_needed(num_tokens: int, num_seqs: int, token_bucket: int) -> int:
-    """Sequence slots a batch needs in a bucket of `token_bucket` tokens: real ones plus dummy chunks."""
-    return num_seqs + math.ceil((token_bucket - num_tokens) / DUMMY_CHUNK)
-
-
-def select_bucket(
-    num_tokens: int, num_seqs: int, token_buckets: list[int], seq_buckets: list[int]
-) -> tuple[int, int] | None:
-    """The smallest (T_b, B_b) that holds the batch, or None when it fits no bucket (run eagerly)."""
-    if num_tokens < 1 or num_seqs < 1:
-        raise ValueError(f"a batch needs at least one token and one sequence, got {num_tokens}, {num_seqs}")
-    for t_b in sorted(token_buckets):
-        if t_b < num_tokens:
-            continue
-        need = sequences_needed(num_tokens, num_seqs, t_b)
-        for b_b in sorted(seq_buckets):
-            if b_b >= need:
-                return t_b, b_b
-    return None
-
-
-def bucket_cu_seqlens(cu_seqlens: list[int], token_bucket: int, seq_bucket: int) -> list[int]:
-    """The (B_b + 1) offsets of a batch laid into a bucket: real sequences, dummy chunks, empty slots."""
-    num_tokens, num_seqs = cu_seqlens[-1], len(cu_seqlens) - 1
-    if sequences_needed(num_tokens, num_seqs, token_bucket) > seq_bucket or num_tokens > token_bucket:
-        raise ValueError(
-            f"a batch of {num_tokens} tokens in {num_seqs} sequences does not fit bucket ({token_bucket}, {seq_bucket})"
-        )
-    out = list(cu_seqlens)
-    pos = num_tokens
-    while pos < token_bucket:
-        pos = min(pos + DUMMY_CHUNK, token_bucket)
-        out.append(pos)
-    out.extend([token_bucket] * (seq_bucket + 1 - len(out)))
-    return out
-
-
-def length_bucket(longest: int, max_len: int) -> int:
-    """The attention grid's length for a batch whose longest sequence is `longest`: the next power of
-    two (at least DUMMY_CHUNK, which the dummy sequences need), capped at the model's maximum."""
-    return min(max(DUMMY_CHUNK, 1 << max(0, math.ceil(math.log2(max(longest, 1))))), max(max_len, DUMMY_CHUNK))
-
-
-def split_batch(lengths: list[int], max_tokens: int, max_seqs: int) -> list[tuple[int, int]]:
-    """Cut a batch into runs of whole sequences [start, end) of at most `max_tokens` tokens and
-    `max_seqs` // 2 sequences (the other half of the slots holds the dummy chunks), greedily. With the
-    default limits every run fits a bucket; the runner checks and halves any run that does not.
-    Every sequence must be <= max_tokens."""
-    parts, start, tokens = [], 0, 0
-    cap = max(1, max_seqs // 2)
-    for i, n in enumerate(lengths):
-        if n > max_tokens:
-            raise ValueError(f"a sequence of {n} tokens exceeds the largest graph bucket ({max_tokens} tokens)")
-        if i > start and (tokens + n > max_tokens or i - start >= cap):
-            parts.append((start, i))
-            start, tokens = i, 0
-        tokens += n
-    parts.append((start, len(lengths)))
-    return parts
-
-
-# The largest bucket by default: 8192 tokens in 512 sequence slots (larger batches replay in parts).
-DEFAULT_MAX_TOKENS = 8192
-DEFAULT_MAX_SEQS = 512
-
-
-def check_options(
-    *,
-    memory_budget_mb: float | None = None,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    max_seqs: int = DEFAULT_MAX_SEQS,
-    longest: int | None = None,
-) -> None:
-    """The runner's limits, checked once wherever they come in (optimize, set_graph_options, the
-    runner): ints of at least one bucket, a positive budget or None, and room for the longest sequence."""
-    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
-        raise ValueError(f"memory_budget_mb must be a positive number or None, got {memory_budget_mb!r}")
-    for name, value, least in (("max_tokens", max_tokens, 16), ("max_seqs", max_seqs, 4)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    if longest is not None and max_tokens < longest:
-        raise ValueError(f"max_tokens ({max_tokens}) must hold the model's longest sequence ({longest} tokens)")
-
-
 # =============================================================================== capture and replay
-# Bumped whenever any module registers or replaces a parameter or a submodule, so graph runners
-# re-list theirs. The hooks are registered when the first runner is made, never at import.
-_PARAM_GENERATION = [0]
-_HOOK_LOCK = threading.Lock()
-_HOOKS: list[Any] = []
-
 # One capture at a time in the process (torch's rule), each on its device's own capture stream.
 _CAPTURE_LOCK = threading.Lock()
 _CAPTURE_STREAMS: dict[torch.device, Any] = {}
 
 
-def _count_registration(module, name, value):
-    _PARAM_GENERATION[0] += 1
+def _module_tree(bert: nn.Module) -> tuple[list[dict], list[int]]:
+    """Every module's parameter and submodule dicts, and the ids of the objects they hold in order: a
+    registration or a replacement anywhere below `bert` changes the ids, seen with no global hook."""
+    dicts = [d for m in bert.modules() for d in (m._parameters, m._modules)]
+    return dicts, [id(v) for d in dicts for v in d.values()]
 
 
-def _ensure_registration_hooks() -> None:
-    with _HOOK_LOCK:
-        if not _HOOKS:
-            _HOOKS.append(nn.modules.module.register_module_parameter_registration_hook(_count_registration))
-            _HOOKS.append(nn.modules.module.register_module_module_registration_hook(_count_registration))
+def _tree_unchanged(tree: tuple[list[dict], list[int]]) -> bool:
+    dicts, ids = tree
+    return [id(v) for d in dicts for v in d.values()] == ids
 
 
 def _version(p: torch.Tensor) -> int:
@@ -269,7 +173,6 @@ class CudaGraphEncoder:
             max_seqs=max_seqs,
             longest=spec.max_position_embeddings,
         )
-        _ensure_registration_hooks()
         self.bert = bert
         self.spec = spec
         self.token_buckets = power_of_two_buckets(max_tokens)
@@ -283,23 +186,28 @@ class CudaGraphEncoder:
         self.stats = GraphStats()
         self._lock = threading.Lock()
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
-        self._weights = self._fingerprint()
+        self._tree: tuple[list[dict], list[int]] | None = None  # set with self._params by the first fingerprint
+        self._weights = self._fingerprint(next(bert.parameters()).device)
 
     def __reduce__(self):
         # Graphs and pools cannot be copied or pickled: a deepcopy / torch.save of the model carries
         # no runner, and the copy captures its own graphs on first use.
         return (_no_runner, ())
 
-    def _fingerprint(self) -> tuple:
-        """What the graphs depend on: the encoder's layers and pooler (a ModuleList edited in place or
-        a pooler set to None registers nothing), the parameter objects (re-listed only when a parameter
-        or module was registered anywhere since, a cheap global counter) and each one's storage and
-        version. Writes through `.data` bypass version counters: see `bertfast.refresh`."""
-        if getattr(self, "_generation", None) != _PARAM_GENERATION[0]:
-            self._params = list(self.bert.parameters())  # walking the modules costs ~0.3 ms: not per call
-            self._generation = _PARAM_GENERATION[0]
+    def _fingerprint(self, device: torch.device) -> tuple:
+        """What the graphs depend on: the encoder's structure as its family sees it (a ModuleList edited
+        in place or a pooler set to None registers nothing), the parameter objects (re-listed when a
+        module anywhere below registered or replaced a parameter or submodule), each one's storage and
+        version, and the version of the device's launch state (configs and GEMM choices the graphs
+        were captured with). Writes through `.data` bypass version counters: see `bertfast.refresh`."""
+        from .kernels.state import launch_state  # imports triton: only once a runner replays
+
+        if self._tree is None or not _tree_unchanged(self._tree):
+            self._tree = _module_tree(self.bert)
+            self._params = list(self.bert.parameters())
         structure = self.spec.family.structure(self.bert)
-        return structure, tuple(map(id, self._params)), [(p.data_ptr(), _version(p)) for p in self._params]
+        params = [(p.data_ptr(), _version(p)) for p in self._params]
+        return structure, tuple(map(id, self._params)), params, launch_state(device).version
 
     @property
     def captured(self) -> dict[tuple[int, int, int], float]:
@@ -459,8 +367,9 @@ class CudaGraphEncoder:
                 todo += [(mid, s1), (s0, mid)]
         return parts
 
-    def _run(self, ids, types, positions, cu_host: list[int], device):
-        weights = self._fingerprint()
+    def _forward_parts(self, ids, types, positions, cu_host: list[int], device):
+        """The batch as one or more bucket replays (None when it fits no plan)."""
+        weights = self._fingerprint(device)
         if weights != self._weights:
             self._drop_all()
             self._weights = weights
@@ -491,7 +400,7 @@ class CudaGraphEncoder:
         with self._lock:
             self.stats.calls += 1
             if device.type != "cuda":
-                out = self._run(ids, types, positions, cu_host, device)
+                out = self._forward_parts(ids, types, positions, cu_host, device)
             else:
                 caller = torch.cuda.current_stream(device)
                 stream = self._streams.get(device)
@@ -499,7 +408,7 @@ class CudaGraphEncoder:
                     stream = self._streams[device] = torch.cuda.Stream(device)
                 stream.wait_stream(caller)  # the inputs are ready
                 with torch.cuda.stream(stream):
-                    out = self._run(ids, types, positions, cu_host, device)
+                    out = self._forward_parts(ids, types, positions, cu_host, device)
                 caller.wait_stream(stream)  # the outputs are ready before the caller's next work
                 for t in out or ():
                     if t is not None:

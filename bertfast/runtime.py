@@ -24,7 +24,8 @@ from torch import nn
 
 from . import encoder
 from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec
-from .graphs import DEFAULT_MAX_SEQS, DEFAULT_MAX_TOKENS, CudaGraphEncoder, check_options, power_of_two_buckets
+from .graph_plan import DEFAULT_MAX_SEQS, DEFAULT_MAX_TOKENS, check_options, power_of_two_buckets
+from .graphs import CudaGraphEncoder
 from .kernels.state import launch_state
 from .modeling import BertModel
 from .tuning import save_tuned

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bertfast.graphs import (
+from bertfast.graph_plan import (
     DUMMY_CHUNK,
     bucket_cu_seqlens,
     length_bucket,
@@ -260,6 +260,34 @@ def test_module_structure_changes_drop_the_graphs():
         one_layer = model.forward_packed(ids, cu).last_hidden_state
     assert runner.stats.misses == 2, "recaptured for the one-layer encoder"
     assert_close(one_layer, _eager(model, ids, cu).last_hidden_state, ATOL[torch.float32], "one layer")
+
+
+def test_module_replacements_and_new_choice_tables_drop_the_graphs():
+    """No process-wide registration hook: the runner's own structural check sees a submodule replaced
+    deep in a layer, and the launch state's version sees a new GEMM choice table."""
+    from bertfast.kernels.choice_table import ChoiceTable
+    from bertfast.kernels.state import launch_state
+
+    model, runner = _eager_runner_model()
+    ids, cu = _packed([7, 5], model.config.vocab_size, 13)
+    dense = model.encoder.layer[0].intermediate.dense
+    with torch.no_grad():
+        model.forward_packed(ids, cu)
+        replaced = torch.nn.Linear(dense.in_features, dense.out_features)
+        model.encoder.layer[0].intermediate.dense = replaced  # a module registration
+        after = model.forward_packed(ids, cu).last_hidden_state
+    assert runner.stats.misses == 2, "recaptured with the new submodule"
+    assert_close(after, _eager(model, ids, cu).last_hidden_state, ATOL[torch.float32], "replaced FFN1")
+    state = launch_state("cpu")
+    before = state.choices
+    try:
+        state.set_choice_table(ChoiceTable(default="triton"))
+        with torch.no_grad():
+            triton_gemms = model.forward_packed(ids, cu).last_hidden_state
+        assert runner.stats.misses == 3, "graphs captured under the old choices are dropped"
+        assert_close(triton_gemms, after, SUM_ORDER_ATOL_FP32, "the same model through the Triton GEMM")
+    finally:
+        state.set_choice_table(before)
 
 
 def test_refresh_sees_writes_through_data():
