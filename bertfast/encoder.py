@@ -9,17 +9,19 @@ base model over its own parameters. The data path, T packed tokens throughout:
     sequences (+ relative-position bias) -> out-proj + residual + LayerNorm -> FFN1 + activation ->
     FFN2 + residual + LayerNorm -> pooler
 
-`run_packed` is the one place a call chooses how the forward runs: eagerly, or replayed by the
-runtime (CUDA graphs) that `bertfast.runtime` installs with `install_runtime()`. This module does not
-import the runtime: the model does not know who replays it.
+`run_packed` is the one place a call chooses how the forward runs: eagerly, or replayed from CUDA
+graphs by the runner that `GRAPH_RUNNERS[0]` (a function of (module, spec, device)) hands out; the
+package's public face, bertfast/__init__.py, puts `bertfast.runtime.graph_runner` there. This module
+does not import the runtime: the model does not know who replays it.
 
 Shapes: B sequences, S padded length, T real tokens, H hidden, I intermediate, N heads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -234,23 +236,10 @@ def choose_backend(module: nn.Module, requested: str, param: torch.Tensor, *tens
     return ops.resolve_backend(requested, param.device, param.dtype, grads or dropping)
 
 
-class Runtime(Protocol):
-    """What replays the forward (bertfast.runtime installs one; None runs everything eagerly)."""
-
-    def prepare(self, device: torch.device) -> None:
-        """Called before Triton kernels run on `device` (loads tuned / committed configs once)."""
-
-    def runner(self, bert: nn.Module, spec: Spec, device: torch.device) -> Any:
-        """The module's graph runner: called as runner(ids, types, positions, cu_host) it returns
-        (hidden (T, H), pooled (B, H) or None), or None when it cannot serve the batch."""
-
-
-_RUNTIME: list[Runtime | None] = [None]
-
-
-def install_runtime(runtime: Runtime | None) -> None:
-    """Set the runtime every encoder call consults (bertfast.runtime does this when imported)."""
-    _RUNTIME[0] = runtime
+# Where run_packed finds graph runners: a function (module, spec, device) -> runner or None, the runner
+# called as runner(ids, types, positions, cu_host) -> (hidden (T, H), pooled (B, H) or None) or None.
+# Empty (every call eager) until bertfast/__init__.py sets bertfast.runtime.graph_runner here.
+GRAPH_RUNNERS: list[Callable[[nn.Module, Spec, torch.device], Any] | None] = [None]
 
 
 def run_packed(
@@ -261,15 +250,14 @@ def run_packed(
     output_hidden_states: bool,
     cuda_graphs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
-    """packed_forward, replayed by the runtime when the call allows it (Triton path, inference, token
+    """packed_forward, replayed from CUDA graphs when the call allows it (Triton path, inference, token
     ids, last layer only); eagerly otherwise."""
-    runtime = _RUNTIME[0]
+    graph_runner = GRAPH_RUNNERS[0]
     info = packed.info
-    if backend == "triton" and runtime is not None:
+    if backend == "triton" and graph_runner is not None:
         device = packed.types.device
-        runtime.prepare(device)
         if cuda_graphs and packed.embeds is None and not output_hidden_states and not bert.training:
-            runner = runtime.runner(bert, spec, device)
+            runner = graph_runner(bert, spec, device)
             if runner is not None:
                 cu_host = info.cu_host if info.cu_host is not None else info.cu_seqlens.tolist()
                 out = runner(packed.ids, packed.types, packed.positions, cu_host)

@@ -1,10 +1,10 @@
-"""The runtime: what replays a bertfast encoder, and the tuned configs its kernels start from.
+"""The runtime: CUDA-graph runners for bertfast encoders, their options and stats, and `bertfast tune`.
 
-This module sits above the model: `bertfast.encoder.run_packed` consults the `Runtime` installed
-here (at import of `bertfast`) through `encoder.install_runtime`, and never imports it. The runtime
-gives each encoder module one `CudaGraphEncoder` (created on its first CUDA inference call, kept in
-the module's `__dict__`), and loads the committed and user-tuned kernel configs once per device
-before the first Triton launch there.
+This module sits above the model: `graph_runner` gives each encoder module one `CudaGraphEncoder`
+(created on its first CUDA inference call, kept in the module's `__dict__`); bertfast/__init__.py
+puts it in `bertfast.encoder.GRAPH_RUNNERS`, where `encoder.run_packed` looks for it (the encoder
+never imports this module). Importing this module installs nothing. Kernel configs are the launch
+state's (`bertfast.kernels.state.launch_state(device)`, loaded on the first launch on a device).
 
 Public helpers: `graph_stats(model)` (per encoder: buckets, calls, replays, hits, misses, evictions,
 fallbacks, replay rate, memory), `warmup(model, shapes)` (capture the buckets a server needs before
@@ -22,11 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import encoder
 from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec
 from .graph_plan import DEFAULT_MAX_SEQS, DEFAULT_MAX_TOKENS, check_options, power_of_two_buckets
 from .graphs import CudaGraphEncoder
-from .kernels.state import launch_state
 from .modeling import BertModel
 from .tuning import save_tuned
 
@@ -47,18 +45,6 @@ def graph_runner(bert: nn.Module, spec: Spec, device: torch.device) -> CudaGraph
                 runner = CudaGraphEncoder(bert, spec, **bert.__dict__.get(OPTIONS_ATTR, {}))
                 bert.__dict__[RUNNER_ATTR] = runner
     return runner
-
-
-class _Runtime:
-    def prepare(self, device: torch.device) -> None:
-        if device.type == "cuda":
-            launch_state(device)  # loads the committed and tuned configs before the first launch
-
-    def runner(self, bert: nn.Module, spec: Spec, device: torch.device) -> Any:
-        return graph_runner(bert, spec, device)
-
-
-encoder.install_runtime(_Runtime())
 
 
 def _encoders(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -191,6 +177,7 @@ def tune(
     Returns one row per bucket (tokens, sequences, replay ms) and a last row naming the files.
     """
     from .kernels import gemm_dispatch
+    from .kernels.state import launch_state
 
     if not torch.cuda.is_available():
         raise RuntimeError("bertfast tune needs a CUDA device: it autotunes on the GPU")

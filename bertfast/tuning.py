@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .kernels.config_file import TunedConfigCache, cache_dir
-from .kernels.state import LaunchState, device_config_file, launch_state
-
-__all__ = ["TunedConfigCache", "cache_dir", "device_config_file", "harvest", "measure_configs", "write_configs"]
+if TYPE_CHECKING:  # the kernels import triton: only when a function here runs
+    from .kernels.config_file import TunedConfigCache
+    from .kernels.state import LaunchState
 
 
 def harvest(cache: TunedConfigCache, state: LaunchState) -> int:
@@ -71,6 +70,8 @@ def write_configs(cache: TunedConfigCache, path: str | os.PathLike) -> str:
 
 def tuned_file(device: str | torch.device) -> TunedConfigCache:
     """The user's tuned-config file of a CUDA device, loaded (empty when missing or stale)."""
+    from .kernels.state import device_config_file
+
     cache = device_config_file(device)
     cache.load()
     return cache
@@ -78,6 +79,8 @@ def tuned_file(device: str | torch.device) -> TunedConfigCache:
 
 def save_tuned(device: str | torch.device) -> str:
     """Merge the device's known configs into the user's tuned file and write it; returns its path."""
+    from .kernels.state import launch_state
+
     cache = tuned_file(device)
     harvest(cache, launch_state(device))
     return str(cache.save())

@@ -143,9 +143,9 @@ def test_threads_and_streams_calling_one_graphed_model_get_their_own_results():
 
 
 def test_tune_writes_a_cache_that_a_fresh_launch_state_loads(tmp_path, monkeypatch):
+    from bertfast.kernels.config_file import TunedConfigCache
     from bertfast.kernels.state import LaunchState, device_config_file
     from bertfast.runtime import tune
-    from bertfast.tuning import TunedConfigCache
 
     monkeypatch.setenv("BERTFAST_CACHE_DIR", str(tmp_path))
     cfg = bertfast.BertConfig.from_hf(hf_model("BertModel", seed=62, max_position_embeddings=512).config)

@@ -346,8 +346,9 @@ def test_tuned_configs_harvest_and_load_round_trip_through_the_real_autotuner(tm
     fresh state loads it back."""
     from bertfast import kernels, ops
     from bertfast.kernels import gemm
+    from bertfast.kernels.config_file import TunedConfigCache
     from bertfast.kernels.state import LaunchState, launch_state
-    from bertfast.tuning import TunedConfigCache, harvest
+    from bertfast.tuning import harvest
 
     if not ops.interpreter_on():
         pytest.skip("needs TRITON_INTERPRET=1 (the kernels run on CPU tensors)")

@@ -4,6 +4,9 @@ everything, and nothing imports the runtime or the CLI from below."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,19 @@ def test_dependencies_point_down(lower, forbidden):
             assert not any(dep == f or (f != "bertfast" and dep.startswith(f + ".")) for f in forbidden) and not (
                 "bertfast" in forbidden and dep.startswith("bertfast")
             ), f"{name} imports {dep}, above it"
+
+
+def test_importing_bertfast_imports_no_triton_and_hooks_nothing_into_torch():
+    """A fresh interpreter: `import bertfast` leaves triton unimported, adds no nn.Module registration
+    hook, and wires exactly one thing: the encoder's graph-runner slot."""
+    code = (
+        "import sys, torch.nn.modules.module as m\n"
+        "before = (dict(m._global_parameter_registration_hooks), dict(m._global_module_registration_hooks))\n"
+        "import bertfast, bertfast.encoder as e, bertfast.runtime as r\n"
+        "after = (dict(m._global_parameter_registration_hooks), dict(m._global_module_registration_hooks))\n"
+        "print('triton' in sys.modules, before == after, e.GRAPH_RUNNERS == [r.graph_runner])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True", "True"]
