@@ -169,7 +169,8 @@ def markdown(report: dict) -> str:
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; load average "
         f"{report['load_average_start']} at the start, {report['load_average_end']} at the end. "
         f"{report['seconds']} s per cell after {report['warmup_s']} s of warm-up; MiniLM-L6, fp32; torch threads "
-        f"{report['torch_threads'] or 'default'} in both servers and the in-process encode().",
+        f"{report['torch_threads'] or 'default'} in both servers and the in-process encode(); "
+        f"bertfast serve options: `{report['serve_args'] or '(defaults)'}`.",
         "",
         "| sentences/request | clients | bertfast req/s | peer req/s | x | bertfast p50 / p99 ms | peer p50 / p99 ms |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -207,6 +208,12 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell (default: 2)")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and Markdown report")
     p.add_argument(
+        "--serve-args",
+        default="",
+        help="more options for bertfast serve, e.g. '--max-batch-tokens 2048' (a CPU's latency wants smaller "
+        "batches than TEI's GPU default)",
+    )
+    p.add_argument(
         "--torch-threads",
         type=int,
         default=None,
@@ -224,6 +231,7 @@ def main(argv=None) -> int:
     results = []
     port = free_port()
     bertfast_cmd = [sys.executable, "-m", "bertfast", "serve", "--port", str(port), "--device", args.device]
+    bertfast_cmd += args.serve_args.split()
     results += measure_server("bertfast", bertfast_cmd, port, sentences, args)
     port = free_port()
     peer_cmd = [sys.executable, str(HERE / "st_server.py"), "--port", str(port), "--device", args.device]
@@ -245,6 +253,7 @@ def main(argv=None) -> int:
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "seconds": args.seconds,
         "torch_threads": args.torch_threads,
+        "serve_args": args.serve_args,
         "warmup_s": args.warmup,
         "command": "python benchmarks/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "in_process_encode_one_ms": encode_ms,

@@ -94,10 +94,21 @@ def test_batches_respect_the_budget_group_similar_lengths_and_return_each_reques
         b.start()
         blocker = submit(b, [encoded(rng, 5)])
         await asyncio.sleep(0.05)  # the worker holds the blocker: what follows queues up
-        # at most 16 * 4 * 16 = 1024 tokens: one window (4 budgets), so the batches are cut from one sorted list
-        requests = [[encoded(rng, int(n)) for n in rng.integers(1, 17, size=rng.integers(1, 5))] for _ in range(16)]
+        # single texts, at most 32 * 16 = 512 tokens: one window (2 budgets), so the batches are cut from one
+        # sorted list; then requests of several texts, each of which stays in one batch
+        requests = [[encoded(rng, int(rng.integers(1, 17)))] for _ in range(32)]
         jobs = [submit(b, items) for items in requests]
         hold.set()
+        await asyncio.gather(*(j.future for j in jobs))
+        # at most 6 * 4 * 20 = 480 tokens: one window again
+        many = [[encoded(rng, int(n)) for n in rng.integers(1, 21, size=rng.integers(2, 5))] for _ in range(6)]
+        hold.clear()
+        blocker2 = submit(b, [encoded(rng, 5)])
+        await asyncio.sleep(0.05)
+        jobs += [submit(b, items) for items in many]
+        requests.extend(many)
+        hold.set()
+        await blocker2.future
         results = await asyncio.gather(blocker.future, *(j.future for j in jobs))
         await b.stop()
         return requests, results[1:]
@@ -105,13 +116,27 @@ def test_batches_respect_the_budget_group_similar_lengths_and_return_each_reques
     requests, results = asyncio.run(main())
     for items, rows in zip(requests, results):
         assert np.array_equal(rows, expected_rows(items)), "each request gets its own rows, in order"
-    batches = [lengths for _, lengths, _ in forward.batches[1:]]
-    assert sum(len(b) for b in batches) == sum(len(items) for items in requests), "every text exactly once"
-    assert all(sum(b) <= 256 for b in batches)
-    assert max(len(b) for b in batches) > 8, "texts of several requests share a batch"
-    for i, a in enumerate(batches):  # cut from one sorted window: no two batches' length ranges interleave
-        for c in batches[i + 1 :]:
+    singles = [lengths for _, lengths, _ in forward.batches[1 : len(forward.batches)]]
+    blocker2_at = next(i for i, (_, lengths, _) in enumerate(forward.batches) if i > 0 and lengths == [5])
+    singles, several = singles[: blocker2_at - 1], [lengths for _, lengths, _ in forward.batches[blocker2_at + 1 :]]
+    assert sum(len(b) for b in singles + several) == sum(len(items) for items in requests), "every text exactly once"
+    assert all(sum(b) <= 256 for b in singles + several)
+    assert max(len(b) for b in singles) > 4, "texts of several requests share a batch"
+    for i, a in enumerate(singles):  # cut from one sorted window: no two batches' length ranges interleave
+        for c in singles[i + 1 :]:
             assert max(a) <= min(c) or max(c) <= min(a), (a, c)
+    for items in requests[32:]:  # each request of several texts went whole into one batch
+        lengths = sorted(len(e.ids) for e in items)
+        assert any(_contains(batch, lengths) for batch in several), (lengths, several)
+
+
+def _contains(batch: list[int], lengths: list[int]) -> bool:
+    rest = list(batch)
+    for n in lengths:
+        if n not in rest:
+            return False
+        rest.remove(n)
+    return True
 
 
 def test_one_thread_per_device_and_every_device_used():

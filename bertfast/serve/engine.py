@@ -39,7 +39,8 @@ class InputTooLong(ValueError):
     """A text (or pair) longer than the model allows, on a route that does not truncate."""
 
     def __init__(self, index: int, length: int, limit: int):
-        super().__init__(f"is {length} tokens long, more than the model's {limit}")
+        # A text is tokenized only one token past the limit: `length` is a lower bound, not its length.
+        super().__init__(f"is longer than the model's {limit} tokens")
         self.index, self.length, self.limit = index, length, limit
 
 
