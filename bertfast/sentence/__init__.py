@@ -11,11 +11,11 @@ sequence with `cu_seqlens`. The embedded default model is the MiniLM-L6 checkpoi
     folder.py    reading the folder's files (PoolingSpec, DenseSpec, Prompts)
     pooling.py   pooling per packed sequence, then Dense and Normalize (SentenceHead)
     backbone.py  the encoder: native BERT, or a transformers encoder through bertfast.optimize()
-    encoder.py   SentenceEncoder.encode and the one-call encode()
+    encoder.py   SentenceEncoder and its encode() (the one-call bertfast.encode() is bertfast.encode_cache)
     quantize.py  int8 / uint8 / binary embeddings
 """
 
-from .encoder import OUTPUT_VALUES, SentenceEncoder, encode
+from .encoder import OUTPUT_VALUES, SentenceEncoder
 from .folder import POOLING_MODES, DenseSpec, PoolingSpec, Prompts, default_model_dir, embedding_dimension
 from .pooling import SentenceHead, pool_packed
 from .quantize import PRECISIONS, quantization_ranges, quantize_embeddings
@@ -31,7 +31,6 @@ __all__ = [
     "SentenceHead",
     "default_model_dir",
     "embedding_dimension",
-    "encode",
     "pool_packed",
     "quantization_ranges",
     "quantize_embeddings",

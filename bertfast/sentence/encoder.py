@@ -330,17 +330,3 @@ class SentenceEncoder:
         if isinstance(results, np.ndarray):
             return list(torch.from_numpy(results))
         return list(results)
-
-
-def encode(
-    sentences: str | list[str],
-    model_dir: str | os.PathLike | None = None,
-    *,
-    device: str = "cpu",
-    batch_size: int = 64,
-    **encode_kwargs,
-):
-    """One call: embeddings of `sentences` with the model in `model_dir` (default: the embedded MiniLM).
-    Further keyword arguments go to `SentenceEncoder.encode` (output_value, precision, ...)."""
-    encoder = SentenceEncoder.from_pretrained(model_dir, device=device)
-    return encoder.encode(sentences, batch_size=batch_size, **encode_kwargs)
