@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from .tokenizer import Tokenizer
 from .tokenizer_conventions import LARGE_INTEGER, SPECIAL_NAMES, check_length, pretrained_arguments
 
 __all__ = ["JsonTokenizer", "load_tokenizer"]
+
+ENGINES_KEPT = 4  # truncation lengths with a tokenizer kept ready (see JsonTokenizer.__init__)
 
 
 def _tokenizers_module():
@@ -79,9 +82,10 @@ class JsonTokenizer:
         except Exception as e:  # the Rust loader raises a bare Exception for a malformed file
             raise ValueError(f"tokenizer_file {self.tokenizer_file!r} is not a tokenizer.json: {e}") from None
         self.model_max_length = check_length("model_max_length", model_max_length)
-        # One Rust tokenizer per truncation length: truncation is state on the object, so concurrent calls
-        # with different lengths never share one.
-        self._by_length: dict[int | None, Any] = {}
+        # One Rust tokenizer per truncation length, the most recently used few kept (a copy of a large
+        # vocabulary is tens of MB): truncation is state on the object, so concurrent calls with different
+        # lengths never share one; a call holds its engine even if another call evicts it meanwhile.
+        self._by_length: OrderedDict[int | None, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -106,6 +110,9 @@ class JsonTokenizer:
                 else:
                     tok.enable_truncation(max_length, strategy="longest_first", direction="right")
                 self._by_length[max_length] = tok
+                if len(self._by_length) > ENGINES_KEPT:
+                    self._by_length.popitem(last=False)
+            self._by_length.move_to_end(max_length)
             return tok
 
     def token_to_id(self, token: str) -> int | None:

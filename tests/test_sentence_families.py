@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from bertfast import families
+from bertfast import families, tokenizer_json
 from bertfast.sentence import SentenceEncoder
 from bertfast.tokenizer_json import load_tokenizer
 
@@ -168,6 +168,7 @@ def test_json_tokenizer_concurrent_lengths_and_bad_input(saved_tokenizers):
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda n: tok.pack(TEXTS, max_length=n)["input_ids"].tolist(), lengths))
     assert together == [alone[n] for n in lengths]
+    assert len(tok._by_length) <= tokenizer_json.ENGINES_KEPT < len(set(lengths))  # memory stays bounded
     with pytest.raises(TypeError, match=r"texts\[1\] must be a str"):
         tok.pack(["a", 3])
     with pytest.raises(ValueError, match="max_length"):
