@@ -43,6 +43,9 @@ def test_memo_is_built_once_and_dropped_by_every_change():
     builds = []
     assert s.memo("x", 5, lambda k: builds.append(k) or k + 1) == 6
     assert s.memo("x", 5, lambda k: builds.append(k) or k + 1) == 6 and builds == [5]
+    assert s.memo("none", 1, lambda k: builds.append("none")) is None
+    assert s.memo("none", 1, lambda k: builds.append("again")) is None and builds == [5, "none"], "None is memoised"
+    builds.remove("none")
     s.set_choice_table(choice_table.ChoiceTable())
     assert s.version == 1
     assert s.memo("x", 5, lambda k: builds.append(k) or k + 2) == 7 and builds == [5, 5]

@@ -124,8 +124,8 @@ class LaunchState:
     # ---------------------------------------------------------------------------------- derived
     def memo(self, name: str, key: Hashable, build: Callable[[Hashable], Any]) -> Any:
         """build(key), once per (name, key) until the state next changes."""
-        hit = self._memo.get((name, key))
-        if hit is None:
+        hit = self._memo.get((name, key), _MISSING)
+        if hit is _MISSING:
             version = self.version
             hit = build(key)
             with self._lock:
@@ -166,6 +166,7 @@ class LaunchState:
         return count
 
 
+_MISSING = object()  # a memo entry may be None
 _STATES: dict[torch.device, LaunchState] = {}
 _STATES_LOCK = threading.Lock()
 
