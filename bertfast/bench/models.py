@@ -14,41 +14,22 @@ from ..config import PUBLISHED_CONFIGS
 
 # The base models of the other families, as their authors published them (the config.json of each hub
 # checkpoint named in the key, in transformers' field names): (transformers config class, model class, fields).
+_ROBERTA_BASE = dict(
+    vocab_size=50265,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
 FAMILY_MODELS: dict[str, tuple[str, str, dict]] = {
-    "roberta-base": (
-        "RobertaConfig",
-        "RobertaModel",
-        dict(
-            vocab_size=50265,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            layer_norm_eps=1e-5,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-        ),
-    ),
-    "xlm-roberta-base": (
-        "XLMRobertaConfig",
-        "XLMRobertaModel",
-        dict(
-            vocab_size=250002,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            layer_norm_eps=1e-5,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-        ),
-    ),
+    "roberta-base": ("RobertaConfig", "RobertaModel", _ROBERTA_BASE),
+    "xlm-roberta-base": ("XLMRobertaConfig", "XLMRobertaModel", {**_ROBERTA_BASE, "vocab_size": 250002}),
     "distilbert-base": (  # distilbert-base-uncased
         "DistilBertConfig",
         "DistilBertModel",
