@@ -2,7 +2,7 @@
 
 BERT runs on bertfast's own `BertModel` (packed in, packed out, no transformers). Every other family the
 registry (`bertfast.families`) supports is loaded with transformers' AutoModel from local files and patched
-by `bertfast.optimize()`; its forward takes the padded batch transformers' signature expects.
+by `bertfast.optimize()`, whose packed entry point (`bertfast.hf.forward_packed`) it runs.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from .. import families
-from ..hf import optimize
+from ..hf import forward_packed, optimize
 from ..modeling import BertModel
-from ..padding import packed_positions
 from .folder import read_json
 
 
@@ -56,22 +55,13 @@ def token_states(
     model: nn.Module, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, types: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Last-layer states (T, H) of the packed sequences `ids` (T,) laid out by `cu_seqlens` (B + 1,), and
-    cu_seqlens on the states' device."""
+    cu_seqlens on the states' device. No padding anywhere, for every family."""
     if isinstance(model, BertModel):
         out = model.forward_packed(ids, cu_seqlens, max_seqlen=max_seqlen, token_type_ids=types)
-        return out.last_hidden_state, out.cu_seqlens  # (T, H), (B + 1,)
-    B, T = cu_seqlens.numel() - 1, ids.numel()
-    seq, pos = packed_positions(cu_seqlens, T)  # (T,), (T,)
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    padded = ids.new_full((B, max_seqlen), pad_id).index_put_((seq, pos), ids)  # (B, S)
-    mask = torch.zeros(B, max_seqlen, dtype=torch.long, device=ids.device).index_put_(
-        (seq, pos), torch.ones_like(ids)
-    )  # (B, S)
-    kwargs = {}
-    if family_of(model).token_types:
-        kwargs["token_type_ids"] = torch.zeros_like(padded).index_put_((seq, pos), types)  # (B, S)
-    h = model(input_ids=padded, attention_mask=mask, **kwargs).last_hidden_state  # (B, S, H)
-    return h[seq, pos], cu_seqlens  # (T, H)
+    else:
+        types = types if family_of(model).token_types else None  # DistilBERT, MPNet, RoBERTa-likes read none
+        out = forward_packed(model, ids, cu_seqlens, max_seqlen=max_seqlen, token_type_ids=types)
+    return out.last_hidden_state, out.cu_seqlens  # (T, H), (B + 1,)
 
 
 def describe(model: nn.Module) -> str:
