@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
         "torch_threads": args.torch_threads,
         "serve_args": args.serve_args,
         "warmup_s": args.warmup,
-        "command": "python benchmarks/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/bench_serve.py", *(argv if argv is not None else sys.argv[1:])]),
         "in_process_encode_one_ms": encode_ms,
         "targets": {
             "throughput_x_at_32_single": {"measured": x32, "target": TARGETS["throughput_x_at_32_single"]},
