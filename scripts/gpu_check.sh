@@ -16,14 +16,16 @@
 #                          configs, the engines the CPU has; tests/test_gpu_check.py runs it)
 #
 # The budget (540 s of the device's 600 s; the rest is the machine's start and the transfers), from the
-# H100 run of the old design (../GPU-BASELINE.md is not in the repo: its figures are restated here):
-#   build    60 s  the C++ tokenizer, sources compiled in parallel (a single-core build took ~40 s)
-#   smoke    60 s  the 8 checks in 8 processes at once (imports ~10 s each): a cold Triton cache compiles
-#                  ~20 kernels per model and dtype at ~1-2 s each, in parallel across the checks; the GPU
-#                  work itself is milliseconds
-#   tables  120 s  ~160 GEMM rows x 3-4 candidates x 20 reps at <= 1 ms each is < 15 s of GPU time; the
-#                  rest is Triton compiles, first run in 8 worker processes (--jobs) to fill the disk
-#                  cache in parallel; bench shapes first, the table rewritten per group, a cut keeps them
+# one H100 measurement of the previous design (2026-11-25), restated here:
+#   build    60 s  the C++ tokenizer (7 sources), compiled in parallel, one process per source
+#   smoke    60 s  the 8 checks in 8 processes at once (imports ~10 s each): with a cold Triton cache each
+#                  model and dtype compiles its kernels (estimated ~20 at 1-2 s each), in parallel across
+#                  the checks; the GPU work itself is milliseconds
+#   tables  120 s  264 GEMM rows (3 models x 11 M buckets x 4 GEMMs x fp16, bf16) x 3-4 candidates x 20
+#                  reps at <= 1 ms each is < 25 s of GPU time; the rest is Triton compiles (first run in 8
+#                  worker processes, --jobs, to fill the disk cache in parallel) and operand sets made on
+#                  the host; bench shapes first, the table rewritten per bucket, so a cut keeps what ran;
+#                  the GEMMs get 65 s of it, the kernel configs the rest
 #   bench   200 s  torch.compile(mode="reduce-overhead", dynamic=False) of BERT-base took 8-11 s per shape:
 #                  5 padded shapes in fp16 (1x128, 32x128, 32x512, two U[16,128] sets) + 1 in bf16
 #                  ~70 s; bertfast's graph captures ~1 s per bucket; timing 0.3 s per engine per case;
