@@ -119,6 +119,10 @@ class ConfigKeys:
     attention_dropout: str = "attention_probs_dropout_prob"
 
 
+def _no_bias(bert: nn.Module) -> None:
+    return None  # a module-level function, not a lambda: models holding a Spec stay picklable
+
+
 @dataclass(frozen=True)
 class Family:
     model_type: str
@@ -132,7 +136,7 @@ class Family:
     output_class: str  # the transformers.modeling_outputs class the base model returns
     has_pooler_output: bool  # whether that class has a `pooler_output` field (None when the model has no pooler)
     keys: ConfigKeys = ConfigKeys()
-    attention_bias: Callable[[nn.Module], torch.Tensor | None] = lambda bert: None  # (buckets, N) or None
+    attention_bias: Callable[[nn.Module], torch.Tensor | None] = _no_bias  # (buckets, N) or None
     bias_buckets: int = 0  # rows of the bias table the attention reads (0: no bias)
     attention_output_dropout: bool = True  # hidden dropout on the attention output projection
     ffn_output_dropout: bool = True  # hidden dropout on the second FFN GEMM
