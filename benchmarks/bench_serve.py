@@ -35,6 +35,10 @@ SIZES = (1, 32)
 TARGETS = {"throughput_x_at_32_single": 4.0, "p50_1_client_vs_encode": 1.5}
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,8 +117,8 @@ def measure_server(name: str, cmd: list[str], port: int, sentences, args) -> lis
     rows = []
     try:
         wait_ready(url, proc)
-        for size in SIZES:
-            for clients in CONCURRENCY:
+        for size in args.sizes:
+            for clients in args.clients:
                 row = asyncio.run(drive(url, sentences, size, clients, args.seconds, args.warmup))
                 row["server"] = name
                 rows.append(row)
@@ -208,6 +212,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per cell (default: 8)")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell (default: 2)")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and Markdown report")
+    p.add_argument("--clients", type=_int_list, default=CONCURRENCY, help="concurrent clients (default: 1,8,32,128)")
+    p.add_argument("--sizes", type=_int_list, default=SIZES, help="sentences per request (default: 1,32)")
     p.add_argument(
         "--serve-args",
         default="",
@@ -238,11 +244,13 @@ def main(argv=None) -> int:
     peer_cmd = [sys.executable, str(HERE / "st_server.py"), "--port", str(port), "--device", args.device]
     results += measure_server("st-fastapi", peer_cmd, port, sentences, args)
 
-    def cell(server, size, clients):
-        return next(
-            r for r in results if (r["server"], r["sentences_per_request"], r["clients"]) == (server, size, clients)
-        )
+    cells = {(r["server"], r["sentences_per_request"], r["clients"]): r for r in results}
 
+    def cell(server, size, clients):
+        return cells[(server, size, clients)]
+
+    if not {("bertfast", 1, 32), ("st-fastapi", 1, 32), ("bertfast", 1, 1)} <= set(cells):
+        raise SystemExit("the targets need --sizes with 1 and --clients with 1 and 32")
     x32 = cell("bertfast", 1, 32)["requests_per_s"] / max(cell("st-fastapi", 1, 32)["requests_per_s"], 1e-9)
     p50 = cell("bertfast", 1, 1)["p50_ms"]
     date = time.strftime("%Y-%m-%d-%H%M")
