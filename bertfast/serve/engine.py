@@ -10,6 +10,7 @@ already made, so that nothing is tokenized twice.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -18,10 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..heads import BertForSequenceClassification
-from ..sentence import SentenceEncoder, default_model_dir, pool_packed
+from ..sentence import SentenceEncoder, default_model_dir
 from ..tokenizer import Tokenizer
 
 EMBEDDING = "embedding"
@@ -91,7 +91,7 @@ def _packed(items: Sequence[Encoded], device: torch.device):
     return ids, types, torch.from_numpy(cu).to(device), int(lengths.max())
 
 
-class _Model:
+class _Model(abc.ABC):
     """What both kinds share: a tokenizer, a length limit, one model per device."""
 
     kind: str
@@ -120,10 +120,14 @@ class _Model:
         return [Encoded(np.asarray(r, dtype=np.int64), np.zeros(len(r), dtype=np.int64)) for r in rows]
 
     def warmup_items(self) -> list[list[Encoded]]:
-        """Batches the workers run once before traffic: one short text, and a batch at the length limit."""
-        one = self.from_ids([[self.tokenizer.cls_token_id, self.tokenizer.sep_token_id]])
-        full = self.from_ids([[self.tokenizer.cls_token_id] * self.max_length] * 4)
-        return [one, full]
+        """Batches the workers run once before traffic: one short text, and four cut at the length limit.
+        Real texts through the model's own tokenizer, so every family's special tokens are right."""
+        long = " ".join(["warm"] * (2 * self.max_length))
+        return [self.warmup_batch(["warm up"]), self.warmup_batch([long] * 4)]
+
+    @abc.abstractmethod
+    def warmup_batch(self, texts: list[str]) -> list[Encoded]:
+        """`texts` tokenized as this kind of model's requests are, cut at the length limit."""
 
 
 class EmbeddingModel(_Model):
@@ -138,7 +142,10 @@ class EmbeddingModel(_Model):
         self.tokenizer, self.max_length = first.tokenizer, first.max_length
         self.dimension = first.dimension
         self.vocab_size = first.model.config.vocab_size
-        self.dtype = first.model.embeddings.word_embeddings.weight.dtype
+        self.dtype = first.dtype
+
+    def warmup_batch(self, texts: list[str]) -> list[Encoded]:
+        return self.tokenize(texts, truncate=True)
 
     def tokenize(self, inputs: list[str | list[int]], truncate: bool) -> list[Encoded]:
         """Texts tokenized as encode() does (cut at the model's length when `truncate`, else refused
@@ -166,10 +173,7 @@ class EmbeddingModel(_Model):
         enc = self.encoders[worker]
         with _on(enc.device):
             ids, types, cu, longest = _packed(items, enc.device)
-            out = enc.model.forward_packed(ids, cu, max_seqlen=longest, token_type_ids=types)
-            emb = pool_packed(out.last_hidden_state, out.cu_seqlens, enc.pooling.modes)  # (B, D)
-            if enc.pooling.normalize:  # the model's Normalize module
-                emb = F.normalize(emb.float(), p=2, dim=1).to(emb.dtype)  # rounded as encode() rounds it
+            emb = enc.embed_packed(ids, cu, longest, types)  # (B, D): encode()'s pooling, Dense and Normalize
             return emb.float().cpu().numpy()
 
 
@@ -199,6 +203,9 @@ class RerankModel(_Model):
         self.vocab_size = config.vocab_size
         self.dimension = None
         self.dtype = self.models[0].classifier.weight.dtype
+
+    def warmup_batch(self, texts: list[str]) -> list[Encoded]:
+        return self.tokenize(texts[0], texts, truncate=True)
 
     def tokenize(self, query: str, texts: list[str], truncate: bool) -> list[Encoded]:
         """(query, text) pairs, truncated longest first as CrossEncoder.predict does when `truncate`."""
