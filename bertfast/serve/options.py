@@ -130,7 +130,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         from .server import serve
     except ModuleNotFoundError as e:
-        if e.name in ("fastapi", "starlette", "uvicorn", "prometheus_client", "pydantic"):
+        if e.name in ("fastapi", "starlette", "uvicorn", "prometheus_client", "pydantic", "orjson"):
             print(f"bertfast serve: needs {e.name}: pip install 'bertfast[serve]'", file=sys.stderr)
             return 2
         raise
