@@ -8,7 +8,6 @@ drop-in BERT everywhere else.
 Importing bertfast never touches the GPU and never imports triton.
 """
 
-from . import encoder as _encoder
 from .checkpoint import CheckpointError
 from .config import BertConfig, ConfigError
 from .heads import (
@@ -22,11 +21,7 @@ from .heads import (
 )
 from .hf import is_optimized, optimize, restore, set_backend, set_cuda_graphs
 from .modeling import BertModel, BertPreTrainedModel
-from .runtime import graph_runner as _graph_runner
 from .runtime import graph_stats, refresh, set_graph_options, warmup
-
-# The one thing the package face wires up: where the encoder finds its CUDA-graph runners.
-_encoder.GRAPH_RUNNERS[0] = _graph_runner
 
 __version__ = "0.1.0"
 

@@ -9,19 +9,16 @@ base model over its own parameters. The data path, T packed tokens throughout:
     sequences (+ relative-position bias) -> out-proj + residual + LayerNorm -> FFN1 + activation ->
     FFN2 + residual + LayerNorm -> pooler
 
-`run_packed` is the one place a call chooses how the forward runs: eagerly, or replayed from CUDA
-graphs by the runner that `GRAPH_RUNNERS[0]` (a function of (module, spec, device)) hands out; the
-package's public face, bertfast/__init__.py, puts `bertfast.runtime.graph_runner` there. This module
-does not import the runtime: the model does not know who replays it.
+This module is the math only: how a call runs it (backend, eager or CUDA-graph replay, padded or
+packed) is decided in `bertfast.forward`, which sits above it and above `bertfast.graphs`.
 
 Shapes: B sequences, S padded length, T real tokens, H hidden, I intermediate, N heads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +27,7 @@ from torch import nn
 from . import ops
 from .config import ACTIVATIONS
 from .families import REGISTRY, Family, LayerView, family_for
-from .inputs import Packed, prepare_packed, prepare_padded
-from .outputs import PackedModelOutput
-from .padding import PackInfo, pad
+from .padding import PackInfo
 
 if TYPE_CHECKING:
     from .config import BertConfig
@@ -219,97 +214,3 @@ def packed_forward(
         first = h.index_select(0, index)  # (B, H): each sequence's first token
         pooled = ops.linear(backend, first, pooler.weight, pooler.bias, "tanh")  # (B, H)
     return h, pooled, states
-
-
-def needs_autograd(module: nn.Module, *tensors: torch.Tensor | None) -> bool:
-    if not torch.is_grad_enabled():
-        return False
-    if any(t is not None and t.requires_grad for t in tensors):
-        return True
-    return any(p.requires_grad for p in module.parameters())
-
-
-def choose_backend(module: nn.Module, requested: str, param: torch.Tensor, *tensors: torch.Tensor | None) -> str:
-    """The backend this call runs: the kernels are inference-only, so training or grads mean torch."""
-    grads = needs_autograd(module, *tensors)
-    dropping = module.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules())
-    return ops.resolve_backend(requested, param.device, param.dtype, grads or dropping)
-
-
-# Where run_packed finds graph runners: a function (module, spec, device) -> runner or None, the runner
-# called as runner(ids, types, positions, cu_host) -> (hidden (T, H), pooled (B, H) or None) or None.
-# Empty (every call eager) until bertfast/__init__.py sets bertfast.runtime.graph_runner here.
-GRAPH_RUNNERS: list[Callable[[nn.Module, Spec, torch.device], Any] | None] = [None]
-
-
-def run_packed(
-    bert: nn.Module,
-    spec: Spec,
-    packed: Packed,
-    backend: str,
-    output_hidden_states: bool,
-    cuda_graphs: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
-    """packed_forward, replayed from CUDA graphs when the call allows it (Triton path, inference, token
-    ids, last layer only); eagerly otherwise."""
-    graph_runner = GRAPH_RUNNERS[0]
-    info = packed.info
-    if backend == "triton" and graph_runner is not None:
-        device = packed.types.device
-        if cuda_graphs and packed.embeds is None and not output_hidden_states and not bert.training:
-            runner = graph_runner(bert, spec, device)
-            if runner is not None:
-                cu_host = info.cu_host if info.cu_host is not None else info.cu_seqlens.tolist()
-                out = runner(packed.ids, packed.types, packed.positions, cu_host)
-                if out is not None:
-                    return out[0], out[1], None
-    return packed_forward(
-        bert, spec, info, packed.ids, packed.types, packed.positions, packed.embeds, backend, output_hidden_states
-    )
-
-
-def hf_style_forward(
-    bert: nn.Module,
-    spec: Spec,
-    backend: str,
-    input_ids: torch.Tensor | None = None,
-    attention_mask: torch.Tensor | None = None,
-    token_type_ids: torch.Tensor | None = None,
-    position_ids: torch.Tensor | None = None,
-    inputs_embeds: torch.Tensor | None = None,
-    output_hidden_states: bool = False,
-    cuda_graphs: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
-    """Padded in, padded out: (last hidden (B, S, H) with zeros at padding, pooled (B, H), hidden states)."""
-    param = spec.family.embeddings(bert).word.weight
-    packed = prepare_padded(spec, param, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-    run = choose_backend(bert, backend, param, packed.embeds)
-    h, pooled, states = run_packed(bert, spec, packed, run, output_hidden_states, cuda_graphs)
-    hidden = tuple(pad(s, packed.info) for s in states) if states is not None else None  # each (B, S, H)
-    return pad(h, packed.info), pooled, hidden
-
-
-def packed_style_forward(
-    bert: nn.Module,
-    spec: Spec,
-    backend: str,
-    input_ids: torch.Tensor,  # (T,)
-    cu_seqlens: torch.Tensor,  # (B + 1,)
-    max_seqlen: int | None = None,
-    token_type_ids: torch.Tensor | None = None,  # (T,)
-    position_ids: torch.Tensor | None = None,  # (T,)
-    output_hidden_states: bool = False,
-    cuda_graphs: bool = False,
-) -> PackedModelOutput:
-    """Packed in, packed out: B sequences laid end to end in `input_ids`, no padding anywhere; positions
-    as the family numbers them within each sequence unless given."""
-    param = spec.family.embeddings(bert).word.weight
-    packed = prepare_packed(spec, param, input_ids, cu_seqlens, max_seqlen, token_type_ids, position_ids)
-    run = choose_backend(bert, backend, param)
-    h, pooled, states = run_packed(bert, spec, packed, run, output_hidden_states, cuda_graphs)
-    return PackedModelOutput(
-        last_hidden_state=h,  # (T, H)
-        pooler_output=pooled,  # (B, H) or None
-        cu_seqlens=packed.info.cu_seqlens,
-        hidden_states=tuple(states) if states is not None else None,
-    )

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .encoder import Spec, packed_forward
+from .encoder import RUNNER_ATTR, Spec, packed_forward
 from .graph_plan import (
     DEFAULT_MAX_SEQS,
     DEFAULT_MAX_TOKENS,
@@ -416,3 +416,23 @@ class CudaGraphEncoder:
             if out is None:
                 self.stats.fallbacks += 1
             return out
+
+
+# Options for the runners of one encoder module, kept beside it (runtime.set_graph_options / optimize).
+OPTIONS_ATTR = "_bertfast_graph_options"
+_CREATE_LOCK = threading.Lock()
+
+
+def graph_runner(bert: nn.Module, spec: Spec, device: torch.device) -> CudaGraphEncoder | None:
+    """The module's CUDA-graph runner, created on its first call on a CUDA device (None elsewhere) and
+    kept in the module's __dict__; what `bertfast.forward.run_packed` replays."""
+    runner = bert.__dict__.get(RUNNER_ATTR)
+    if runner is not None and device.type != "cuda" and runner.replays_on_cuda:
+        return None  # a model moved off the GPU keeps its CUDA runner for when it comes back
+    if runner is None and device.type == "cuda":
+        with _CREATE_LOCK:  # two threads' first calls must not make two runners
+            runner = bert.__dict__.get(RUNNER_ATTR)
+            if runner is None:
+                runner = CudaGraphEncoder(bert, spec, **bert.__dict__.get(OPTIONS_ATTR, {}))
+                bert.__dict__[RUNNER_ATTR] = runner
+    return runner

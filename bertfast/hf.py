@@ -27,8 +27,9 @@ from torch import nn
 
 from . import ops, runtime
 from .config import ConfigError
-from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec, hf_style_forward, packed_style_forward
+from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec
 from .families import SUPPORTED, family_for
+from .forward import hf_style_forward, packed_style_forward
 from .modeling import BertPreTrainedModel
 from .outputs import PackedModelOutput
 

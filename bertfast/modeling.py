@@ -18,7 +18,8 @@ from torch import nn
 from . import ops
 from .checkpoint import CheckpointError, find_weights, load_strict, read_state_dict
 from .config import BertConfig
-from .encoder import RUNNER_ATTR, Spec, hf_style_forward, packed_style_forward
+from .encoder import RUNNER_ATTR, Spec
+from .forward import hf_style_forward, packed_style_forward
 from .outputs import BaseModelOutputWithPooling, PackedModelOutput
 
 

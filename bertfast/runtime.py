@@ -1,9 +1,9 @@
 """The runtime: CUDA-graph runners for bertfast encoders, their options and stats, and `bertfast tune`.
 
-This module sits above the model: `graph_runner` gives each encoder module one `CudaGraphEncoder`
-(created on its first CUDA inference call, kept in the module's `__dict__`); bertfast/__init__.py
-puts it in `bertfast.encoder.GRAPH_RUNNERS`, where `encoder.run_packed` looks for it (the encoder
-never imports this module). Importing this module installs nothing. Kernel configs are the launch
+This module sits above the models: the runners themselves are `bertfast.graphs.graph_runner`'s (one
+`CudaGraphEncoder` per encoder module, created on its first CUDA inference call, kept in the module's
+`__dict__`, replayed by `bertfast.forward.run_packed`); this module sets their options and reports on
+them. Importing it installs nothing. Kernel configs are the launch
 state's (`bertfast.kernels.state.launch_state(device)`, loaded on the first launch on a device).
 
 Public helpers: `graph_stats(model)` (per encoder: buckets, calls, replays, hits, misses, evictions,
@@ -15,36 +15,17 @@ it takes traffic), `set_graph_options(model, memory_budget_mb=..., max_tokens=..
 from __future__ import annotations
 
 import statistics
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR, Spec
+from .encoder import FUSED_QKV_ATTR, PATCH_ATTR, RUNNER_ATTR
 from .graph_plan import DEFAULT_MAX_SEQS, DEFAULT_MAX_TOKENS, check_options, power_of_two_buckets
-from .graphs import CudaGraphEncoder
+from .graphs import OPTIONS_ATTR, graph_runner
 from .modeling import BertModel
 from .tuning import save_tuned
-
-# Options for the runners of one encoder module, kept beside it (set_graph_options / optimize).
-OPTIONS_ATTR = "_bertfast_graph_options"
-_CREATE_LOCK = threading.Lock()
-
-
-def graph_runner(bert: nn.Module, spec: Spec, device: torch.device) -> CudaGraphEncoder | None:
-    """The module's CUDA-graph runner, created on first use on a CUDA device (None elsewhere)."""
-    runner = bert.__dict__.get(RUNNER_ATTR)
-    if runner is not None and device.type != "cuda" and runner.replays_on_cuda:
-        return None  # a model moved off the GPU keeps its CUDA runner for when it comes back
-    if runner is None and device.type == "cuda":
-        with _CREATE_LOCK:  # two threads' first calls must not make two runners
-            runner = bert.__dict__.get(RUNNER_ATTR)
-            if runner is None:
-                runner = CudaGraphEncoder(bert, spec, **bert.__dict__.get(OPTIONS_ATTR, {}))
-                bert.__dict__[RUNNER_ATTR] = runner
-    return runner
 
 
 def _encoders(model: nn.Module) -> list[tuple[str, nn.Module]]:

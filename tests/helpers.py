@@ -22,16 +22,16 @@ KERNEL_DTYPES = [
 def count_packed_calls(monkeypatch) -> list:
     """A list that grows by one per packed forward for the rest of the test, so that a test knows
     bertfast computed an output (and not transformers' own forward)."""
-    from bertfast import encoder
+    from bertfast import forward
 
     calls = []
-    real = encoder.packed_forward
+    real = forward.packed_forward  # the eager call of forward.run_packed, where every call is decided
 
     def counted(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(encoder, "packed_forward", counted)
+    monkeypatch.setattr(forward, "packed_forward", counted)
     return calls
 
 
