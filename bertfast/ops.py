@@ -113,9 +113,12 @@ def embed_layernorm(
     """LayerNorm(word[input_ids] + token_type[token_type_ids] + position[position_ids]) -> (T, E)."""
     if backend == "triton" and inputs_embeds is None:
         if token_type is not None:
-            return _kernels().embed_layernorm(
-                input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps
-            )
+            out = torch.empty((input_ids.shape[0], word.shape[1]), dtype=word.dtype, device=word.device)  # (T, E)
+            if input_ids.shape[0] == 0:
+                return out
+            return _kernels().launch_embed_layernorm(
+                input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps, out
+            )  # the launcher alone: the ids were range-checked at the model's boundary
         # Two tables only: the gathered rows go through the residual LayerNorm kernel (sum in fp32).
         return layernorm(backend, word[input_ids], weight, bias, eps, residual=position[position_ids])  # (T, E)
     x = F.embedding(input_ids, word, padding_idx) if inputs_embeds is None else inputs_embeds  # (T, E)
@@ -195,7 +198,15 @@ def attention(
     if backend == "triton":
         if dropout_p:
             raise RuntimeError("the Triton attention kernel is inference-only (dropout_p must be 0)")
-        return _kernels().varlen_attention(qkv, info.cu_seqlens, info.max_seqlen, num_heads, rel_bias=rel_bias)
+        T, H = qkv.shape[0], qkv.shape[1] // 3
+        out = torch.empty((T, H), dtype=qkv.dtype, device=qkv.device)  # (T, H)
+        if T == 0:
+            return out
+        # The launcher alone: bertfast.inputs checked this call at the model's boundary. The scale and the
+        # dot precision are varlen_attention's defaults (1 / sqrt(D); IEEE fp32 dots for fp32 weights).
+        scale, precision = 1.0 / math.sqrt(H // num_heads), "ieee" if qkv.dtype == torch.float32 else "tf32"
+        args = (qkv, info.cu_seqlens, info.max_seqlen, num_heads, scale, rel_bias, 128, out, precision)
+        return _kernels().launch_varlen_attention(*args)
     T, H3 = qkv.shape
     H = H3 // 3
     D = H // num_heads

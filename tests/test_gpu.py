@@ -44,8 +44,8 @@ def test_auto_backend_runs_the_kernels_on_cuda(monkeypatch):
     from bertfast import ops
 
     calls = []
-    real = ops._kernels().varlen_attention
-    monkeypatch.setattr(ops._kernels(), "varlen_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ops._kernels().launch_varlen_attention
+    monkeypatch.setattr(ops._kernels(), "launch_varlen_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = bertfast.optimize(hf_model("BertModel", seed=2).cuda().half())
     ids, mask, types = (t.cuda() for t in ragged_batch(3, 33, model.config.vocab_size, seed=2))
     with torch.no_grad():

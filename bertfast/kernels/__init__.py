@@ -8,8 +8,8 @@ nothing. Launchers run on CUDA tensors, or on CPU tensors when the Triton interp
 """
 
 from ._utils import interpreting
-from .attention import varlen_attention, varlen_attention_ref
-from .embed_layernorm import embed_layernorm, embed_layernorm_ref
+from .attention import launch_varlen_attention, varlen_attention, varlen_attention_ref
+from .embed_layernorm import embed_layernorm, embed_layernorm_ref, launch_embed_layernorm
 from .epilogue import bias_activation, bias_activation_ref
 from .gemm import ACTIVATIONS, activation_ref, linear_ref, triton_linear
 from .gemm_dispatch import linear, linear_residual_layernorm
@@ -27,7 +27,9 @@ __all__ = [
     "embed_layernorm",
     "embed_layernorm_ref",
     "interpreting",
+    "launch_embed_layernorm",
     "launch_layernorm",
+    "launch_varlen_attention",
     "layernorm",
     "layernorm_ref",
     "linear",

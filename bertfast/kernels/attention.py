@@ -302,9 +302,6 @@ def config_key(max_seqlen: int, head_dim: int, input_precision: str, dtype: torc
     return (seq_bucket, head_dim, input_precision, str(dtype).removeprefix("torch."), has_rel_bias)
 
 
-# --------------------------------------------------------------------------------------------------
-# Launcher
-# --------------------------------------------------------------------------------------------------
 def _as_int(name, value) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an int, got {value!r}")
@@ -360,12 +357,9 @@ def _check_scale(scale, head_dim: int) -> float:
 def _check_config(config) -> dict:
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict with BLOCK_M and BLOCK_N, got {type(config).__name__}")
-    missing = {"BLOCK_M", "BLOCK_N"} - set(config)
-    if missing:
-        raise ValueError(f"config is missing {sorted(missing)}")
-    unknown = set(config) - {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"}
-    if unknown:
-        raise ValueError(f"config has unknown entries {sorted(unknown)}")
+    missing, unknown = {"BLOCK_M", "BLOCK_N"} - set(config), set(config) - set(INTERPRETER_CONFIG)
+    if missing or unknown:
+        raise ValueError(f"config is missing {sorted(missing)} or has unknown entries {sorted(unknown)}")
     return config
 
 
@@ -398,19 +392,14 @@ def varlen_attention(
 ) -> torch.Tensor:
     """softmax(Q K^T * scale [+ bias]) V per sequence and head, bidirectional, over packed sequences -> out [T, H].
 
-    qkv: [T, 3H] fp16 / bf16 / fp32, any row stride (a column slice of a wider buffer is fine).
-    cu_seqlens: int32 [B+1], 0 = cu[0] <= cu[1] <= ... <= cu[B] = T (the caller's promise, not checked
-    on the device). max_seqlen: an int >= the longest sequence (a smaller one leaves rows unwritten);
-    the grid and the config follow it, so pass the batch's (or CUDA-graph bucket's) own longest length.
-    scale: > 0, default 1 / sqrt(head_dim). rel_bias: MPNet's relative-position bias table
-    [num_buckets, num_heads] (any float dtype, read as fp32): score[i, j] += rel_bias[bucket(j - i), head]
-    with T5's bidirectional buckets reaching out to max_distance (positions within each sequence).
-    out: optional [T, H] buffer (qkv's dtype, unit column stride). input_precision: None -> "ieee" for
-    fp32 operands, "tf32" (ignored by fp16 / bf16 dots) else.
-
-    The config is `launch_state(device).config(KERNEL, key, heuristic_config)` (inside the state's
-    `autotuning()`, CANDIDATE_CONFIGS are timed and the winner put there); `config` ({"BLOCK_M",
-    "BLOCK_N", "num_warps", "num_stages"}) overrides it for this call.
+    qkv: [T, 3H] fp16 / bf16 / fp32, any row stride. cu_seqlens: int32 [B+1], 0 = cu[0] <= ... <= cu[B] = T
+    (the caller's promise). max_seqlen: >= the longest sequence (a smaller one leaves rows unwritten); the
+    grid and config follow it: pass the batch's (or graph bucket's) own. scale: > 0, default 1 / sqrt(D).
+    rel_bias: MPNet's [num_buckets, num_heads] table (any float dtype, read as fp32): score[i, j] +=
+    rel_bias[bucket(j - i), head], T5's bidirectional buckets out to max_distance, positions within each
+    sequence. out: optional [T, H] (qkv's dtype, unit column stride). input_precision: None -> "ieee" for
+    fp32, "tf32" else. The checks, then launch_varlen_attention: its config is the launch state's for the
+    key (CANDIDATE_CONFIGS timed inside the state's `autotuning()`); `config` overrides it for this call.
     """
     T, H, num_heads, D = _check_qkv(qkv, cu_seqlens, num_heads)
     max_seqlen = _as_int("max_seqlen", max_seqlen)
@@ -422,18 +411,31 @@ def varlen_attention(
     input_precision = _utils.check_input_precision(input_precision, qkv.dtype)
     if config is not None:
         _check_config(config)
-    bias_args, bias_flags = (None, 0, 0), _NO_REL_BIAS
     if rel_bias is not None:
-        bias_flags = _rel_bias_flags(*_check_rel_bias(rel_bias, max_distance, num_heads))
-        bias_args = (rel_bias, rel_bias.stride(0), rel_bias.stride(1))
+        max_distance = _check_rel_bias(rel_bias, max_distance, num_heads)[1]
     device = _utils.check_devices(_varlen_attention_fwd_kernel, qkv=qkv, cu_seqlens=cu_seqlens, rel_bias=rel_bias)
     out = _utils.check_out(out, (T, H), qkv.dtype, device, qkv=qkv, cu_seqlens=cu_seqlens)
-    batch = cu_seqlens.shape[0] - 1
-    if T == 0 or batch == 0:
+    if T == 0 or cu_seqlens.shape[0] == 1:
         return out
-    if batch > 65535:
-        raise ValueError(f"at most 65535 sequences per call, got {batch}")
+    if cu_seqlens.shape[0] - 1 > 65535:
+        raise ValueError(f"at most 65535 sequences per call, got {cu_seqlens.shape[0] - 1}")
+    args = (qkv, cu_seqlens, max_seqlen, num_heads, scale, rel_bias, max_distance, out, input_precision)
+    return launch_varlen_attention(*args, config)
 
+
+def launch_varlen_attention(
+    qkv, cu_seqlens, max_seqlen: int, num_heads: int, scale: float,  # the problem
+    rel_bias, max_distance: int, out, input_precision: str, config: Optional[dict] = None,  # its options
+) -> torch.Tensor:  # fmt: skip
+    """The launch alone, on operands varlen_attention's checks pass (T >= 1, B >= 1): what the model
+    calls, its inputs validated once at its boundary. Same config and numbers as varlen_attention."""
+    H = qkv.shape[1] // 3
+    D = H // num_heads
+    batch = cu_seqlens.shape[0] - 1
+    bias_args, bias_flags = (None, 0, 0), _NO_REL_BIAS
+    if rel_bias is not None:
+        bias_flags = _rel_bias_flags(rel_bias.shape[0], max_distance)
+        bias_args = (rel_bias, rel_bias.stride(0), rel_bias.stride(1))
     block_d = _block_d(D)
 
     def launch(cfg: dict) -> None:
@@ -444,7 +446,7 @@ def varlen_attention(
         )  # fmt: skip
 
     if config is None:
-        state = launch_state(device)
+        state = launch_state(qkv.device)
         key = config_key(max_seqlen, D, input_precision, qkv.dtype, rel_bias is not None)
         config = _tune(state, key, launch) if state.autotune else state.config(KERNEL, key, heuristic_config)
     launch(config)
