@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from . import activations
 from .padding import PackInfo, pad, unpad
+from .rel_position import relative_position_bucket
 
 BACKENDS = ("auto", "torch", "triton")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -221,22 +222,9 @@ def attention(
             pos = torch.arange(S, device=qkv.device)[None, :]  # (1, S)
         else:
             pos = info.mask.cumsum(1) - 1  # (B, S) position within the sequence (holes skipped)
-        bucket = _relative_position_bucket(pos[:, None, :] - pos[:, :, None], rel_bias.shape[0], 128)  # (B|1, S, S)
+        bucket = relative_position_bucket(pos[:, None, :] - pos[:, :, None], rel_bias.shape[0], 128)  # (B|1, S, S)
         bias = rel_bias.to(q.dtype)[bucket].permute(0, 3, 1, 2)  # (B|1, N, S, S)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0 / math.sqrt(D))
     ctx = ctx.transpose(1, 2).reshape(B, S, H)  # (B, S, H)
     return unpad(ctx, info)  # (T, H)
-
-
-def _relative_position_bucket(rel: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """T5 / MPNet bidirectional bucket of rel = key position - query position, in float32 as trained:
-    each direction has num_buckets // 2 buckets, exact below a quarter of num_buckets, log-spaced up
-    to max_distance beyond. The torch path's own copy of the kernels' reference: it must run without triton."""
-    half = num_buckets // 2
-    exact = half // 2
-    n = rel.abs()
-    far = n.clamp(min=exact).float() / exact
-    large = exact + (torch.log(far) / math.log(max_distance / exact) * (half - exact)).long()
-    bucket = torch.where(n < exact, n, large.clamp(max=half - 1))
-    return torch.where(rel > 0, bucket + half, bucket)

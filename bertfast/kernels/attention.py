@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..rel_position import relative_position_bucket as relative_position_bucket_ref
 from . import _utils
 from .state import LaunchState, launch_state
 
@@ -451,18 +452,6 @@ def launch_varlen_attention(
         config = _tune(state, key, launch) if state.autotune else state.config(KERNEL, key, heuristic_config)
     launch(config)
     return out
-
-
-def relative_position_bucket_ref(rel: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
-    """T5 / MPNet bidirectional bucket of relative positions rel = key - query (an integer tensor), in
-    float32 as the model was trained: log(n / exact) / log(max_distance / exact) * (half - exact)."""
-    half = num_buckets // 2
-    exact = half // 2
-    n = rel.abs()
-    far = n.clamp(min=exact).float() / exact
-    large = exact + (torch.log(far) / math.log(max_distance / exact) * (half - exact)).long()
-    bucket = torch.where(n < exact, n, large.clamp(max=half - 1))
-    return torch.where(rel > 0, bucket + half, bucket)
 
 
 def varlen_attention_ref(
