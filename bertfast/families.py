@@ -149,11 +149,6 @@ class Family:
         """Every layer the forward runs, in order (a shared ALBERT layer once per use)."""
         return [self.layer_view(layer) for layer in self.layer_list(bert)]
 
-    def structure(self, bert: nn.Module) -> tuple[int, ...]:
-        """Identities of the layers, the pooler and the embedding projection: a layer list edited in
-        place, a pooler set to None or a replaced projection changes it (cheap enough per call)."""
-        return (*map(id, self.layer_list(bert)), id(self.pooler(bert)), id(self.embeddings(bert).project))
-
     def check(self, config: Any) -> None:
         """Refuse, naming the field, a config this family's forward would not run faithfully."""
         for name in ("is_decoder", "add_cross_attention"):
@@ -379,3 +374,9 @@ def family_for(config_or_model_type: Any) -> Family:
             f"model_type {model_type!r} is not an encoder bertfast supports; supported: {', '.join(SUPPORTED)}"
         )
     return family
+
+
+def family_of_config_json(data: dict) -> Family:
+    """The family of a folder's config.json contents: one without `model_type` is BERT, as BertConfig
+    reads it (checkpoints written before transformers recorded the field)."""
+    return family_for({"model_type": "bert", **data})

@@ -187,6 +187,7 @@ class CudaGraphEncoder:
         self._lock = threading.Lock()
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
         self._tree: tuple[list[dict], list[int]] | None = None  # set with self._params by the first fingerprint
+        self._tree_generation = 0
         self._weights = self._fingerprint(next(bert.parameters()).device)
 
     def __reduce__(self):
@@ -195,19 +196,19 @@ class CudaGraphEncoder:
         return (_no_runner, ())
 
     def _fingerprint(self, device: torch.device) -> tuple:
-        """What the graphs depend on: the encoder's structure as its family sees it (a ModuleList edited
-        in place or a pooler set to None registers nothing), the parameter objects (re-listed when a
-        module anywhere below registered or replaced a parameter or submodule), each one's storage and
-        version, and the version of the device's launch state (configs and GEMM choices the graphs
-        were captured with). Writes through `.data` bypass version counters: see `bertfast.refresh`."""
-        from .kernels.state import launch_state  # imports triton: only once a runner replays
+        """What the graphs depend on: the module tree below the encoder (a registration, a replacement,
+        a layer list edited in place or a pooler set to None changes the ids it holds; each change bumps
+        the tree generation and re-lists the parameters), each parameter's storage and version, and the
+        version of the device's launch state (configs and GEMM choices the graphs were captured with).
+        Writes through `.data` bypass version counters: see `bertfast.refresh`."""
+        from .kernels.state import launch_state  # imports triton: not at `import bertfast`
 
         if self._tree is None or not _tree_unchanged(self._tree):
             self._tree = _module_tree(self.bert)
             self._params = list(self.bert.parameters())
-        structure = self.spec.family.structure(self.bert)
+            self._tree_generation += 1
         params = [(p.data_ptr(), _version(p)) for p in self._params]
-        return structure, tuple(map(id, self._params)), params, launch_state(device).version
+        return self._tree_generation, params, launch_state(device).version
 
     @property
     def captured(self) -> dict[tuple[int, int, int], float]:
