@@ -240,7 +240,7 @@ def load_tokenizer(model_dir: str | os.PathLike, family: families.Family | None 
     """
     model_dir = os.fspath(model_dir)
     if family is None:
-        family = families.family_for(_read_json(os.path.join(model_dir, "config.json")))
+        family = families.family_of_config_json(_read_json(os.path.join(model_dir, "config.json")))
     spec = family.tokenizer
     has_vocab = os.path.isfile(os.path.join(model_dir, "vocab.txt"))
     if spec.kind == "tokenizer.json" or (not has_vocab and os.path.isfile(os.path.join(model_dir, "tokenizer.json"))):

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+import bertfast
 from bertfast import families, tokenizer_json
 from bertfast.sentence import SentenceEncoder
+from bertfast.sentence.backbone import longest_input
 from bertfast.tokenizer_json import load_tokenizer
 
 from .helpers import MODEL_ATOL_FP32, MODEL_ATOL_FP32_TRITON, assert_close
@@ -467,3 +469,34 @@ def test_cli_encode_and_embed_read_the_folder(folder, tmp_path, capsys):
     assert col.type.list_size == DENSE_OUT
     got = np.array(col.flatten().to_numpy()).reshape(len(table), DENSE_OUT)
     assert_close(torch.from_numpy(got), torch.from_numpy(ref), MODEL_ATOL_FP32, f"bertfast embed {family}")
+
+
+def test_folder_without_model_type_is_bert_for_the_tokenizer_too(saved_tokenizers, tmp_path):
+    """A config.json without `model_type` (older BERT checkpoints) is BERT for the tokenizer, as for the encoder."""
+    d = tmp_path / "bert"
+    shutil.copytree(saved_tokenizers["bert"], d)
+    (d / "config.json").write_text(json.dumps({"hidden_size": HIDDEN}), encoding="utf-8")
+    tok = load_tokenizer(d)
+    assert type(tok).__name__ == "Tokenizer"
+    ref = load_tokenizer(saved_tokenizers["bert"], families.family_for("bert"))
+    for a, b in zip(tok.pack(*PAIRS, max_length=19).values(), ref.pack(*PAIRS, max_length=19).values()):
+        assert np.array_equal(a, b)
+
+
+def test_longest_input_is_the_encoders_own_limit():
+    """MPNet numbers positions after its embeddings' own padding_idx (1), whatever config.pad_token_id says:
+    the sentence encoder's limit is the one the model's input checks enforce."""
+    model = transformers.MPNetModel(
+        transformers.MPNetConfig(
+            vocab_size=40, hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=HEADS,
+            intermediate_size=INTERMEDIATE, max_position_embeddings=MAX_SEQ + 9, pad_token_id=0,
+        )
+    ).eval()  # fmt: skip
+    bertfast.optimize(model)
+    limit = longest_input(model)
+    assert limit == MAX_SEQ + 9 - (model.embeddings.padding_idx + 1)
+    ids = torch.randint(2, 40, (1, limit))
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))  # the longest input runs
+        with pytest.raises(ValueError):
+            model(input_ids=torch.randint(2, 40, (1, limit + 1)), attention_mask=torch.ones(1, limit + 1))

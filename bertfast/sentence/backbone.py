@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import families
+from ..encoder import PATCH_ATTR
 from ..hf import forward_packed, optimize
 from ..modeling import BertModel
 from .folder import read_json
@@ -29,7 +30,7 @@ def load_encoder(encoder_dir: str, *, device, dtype: torch.dtype | None, backend
     path = os.path.join(encoder_dir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no config.json in {encoder_dir!r}: not an encoder or sentence-transformers folder")
-    family = families.family_for({"model_type": "bert", **read_json(path)})
+    family = families.family_of_config_json(read_json(path))
     if family.model_type == "bert":
         return BertModel.from_pretrained(encoder_dir, device=device, dtype=dtype, backend=backend)
     try:
@@ -46,9 +47,10 @@ def load_encoder(encoder_dir: str, *, device, dtype: torch.dtype | None, backend
 
 
 def longest_input(model: nn.Module) -> int:
-    """The longest sequence the encoder's position table holds (RoBERTa's and MPNet's start after padding_idx)."""
-    c = model.config
-    return family_of(model).positions.longest(c.max_position_embeddings, getattr(c, "pad_token_id", None))
+    """The longest sequence the encoder runs: its Spec's limit, the one its input checks enforce
+    (RoBERTa's and MPNet's positions start after the embeddings' own padding_idx)."""
+    spec = model.spec if isinstance(model, BertModel) else model.__dict__[PATCH_ATTR].spec
+    return spec.max_seq_len
 
 
 def token_states(
