@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import activations
 from .padding import PackInfo, pad, unpad
-from .rel_position import relative_position_bucket
+from .rel_position import MAX_DISTANCE, relative_position_bucket
 
 BACKENDS = ("auto", "torch", "triton")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -115,11 +115,9 @@ def embed_layernorm(
     if backend == "triton" and inputs_embeds is None:
         if token_type is not None:
             out = torch.empty((input_ids.shape[0], word.shape[1]), dtype=word.dtype, device=word.device)  # (T, E)
-            if input_ids.shape[0] == 0:
-                return out
             return _kernels().launch_embed_layernorm(
                 input_ids, position_ids, token_type_ids, word, position, token_type, weight, bias, eps, out
-            )  # the launcher alone: the ids were range-checked at the model's boundary
+            )  # the launcher alone: the ids were checked (T >= 1, in range) at the model's boundary
         # Two tables only: the gathered rows go through the residual LayerNorm kernel (sum in fp32).
         return layernorm(backend, word[input_ids], weight, bias, eps, residual=position[position_ids])  # (T, E)
     x = F.embedding(input_ids, word, padding_idx) if inputs_embeds is None else inputs_embeds  # (T, E)
@@ -201,12 +199,10 @@ def attention(
             raise RuntimeError("the Triton attention kernel is inference-only (dropout_p must be 0)")
         T, H = qkv.shape[0], qkv.shape[1] // 3
         out = torch.empty((T, H), dtype=qkv.dtype, device=qkv.device)  # (T, H)
-        if T == 0:
-            return out
-        # The launcher alone: bertfast.inputs checked this call at the model's boundary. The scale and the
+        # The launcher alone: bertfast.inputs checked this call (T >= 1) at the model's boundary. The scale and the
         # dot precision are varlen_attention's defaults (1 / sqrt(D); IEEE fp32 dots for fp32 weights).
         scale, precision = 1.0 / math.sqrt(H // num_heads), "ieee" if qkv.dtype == torch.float32 else "tf32"
-        args = (qkv, info.cu_seqlens, info.max_seqlen, num_heads, scale, rel_bias, 128, out, precision)
+        args = (qkv, info.cu_seqlens, info.max_seqlen, num_heads, scale, rel_bias, MAX_DISTANCE, out, precision)
         return _kernels().launch_varlen_attention(*args)
     T, H3 = qkv.shape
     H = H3 // 3
@@ -222,7 +218,8 @@ def attention(
             pos = torch.arange(S, device=qkv.device)[None, :]  # (1, S)
         else:
             pos = info.mask.cumsum(1) - 1  # (B, S) position within the sequence (holes skipped)
-        bucket = relative_position_bucket(pos[:, None, :] - pos[:, :, None], rel_bias.shape[0], 128)  # (B|1, S, S)
+        rel = pos[:, None, :] - pos[:, :, None]  # (B|1, S, S) key position - query position
+        bucket = relative_position_bucket(rel, rel_bias.shape[0], MAX_DISTANCE)  # (B|1, S, S)
         bias = rel_bias.to(q.dtype)[bucket].permute(0, 3, 1, 2)  # (B|1, N, S, S)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0 / math.sqrt(D))

@@ -10,8 +10,13 @@ import math
 
 import torch
 
+# How far MPNet's buckets reach (transformers' compute_position_bias default); one name for every caller.
+MAX_DISTANCE = 128
 
-def relative_position_bucket(rel: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+
+def relative_position_bucket(
+    rel: torch.Tensor, num_buckets: int = 32, max_distance: int = MAX_DISTANCE
+) -> torch.Tensor:
     """The bucket of rel = key position - query position (an integer tensor), in float32 as the model was
     trained: each direction has num_buckets // 2 buckets, exact below a quarter of num_buckets, then
     log(n / exact) / log(max_distance / exact) * (half - exact) spaced up to max_distance."""

@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _dtypes
+from ..rel_position import MAX_DISTANCE
 from ..rel_position import relative_position_bucket as relative_position_bucket_ref
 from . import _utils
 from .state import LaunchState, launch_state
@@ -218,7 +220,7 @@ _GPU_TILES = [
 
 
 def _block_d(head_dim: int) -> int:
-    return max(16, 1 << (head_dim - 1).bit_length())  # next power of two; tl.dot needs every dim >= 16
+    return _utils.bucket(head_dim)  # the next power of two, at least 16: tl.dot needs every dim >= 16
 
 
 def _fits(config: dict, head_dim: int, elem_bytes: int) -> bool:
@@ -299,8 +301,7 @@ def _tune(state: LaunchState, key: tuple, launch) -> dict:
 
 def config_key(max_seqlen: int, head_dim: int, input_precision: str, dtype: torch.dtype, has_rel_bias: bool) -> tuple:
     """The launch-config key of a call: (SEQ_BUCKET, HEAD_DIM, INPUT_PRECISION, dtype name, HAS_REL_BIAS)."""
-    seq_bucket = max(16, 1 << (max_seqlen - 1).bit_length())
-    return (seq_bucket, head_dim, input_precision, str(dtype).removeprefix("torch."), has_rel_bias)
+    return (_utils.bucket(max_seqlen), head_dim, input_precision, _dtypes.dtype_name(dtype), has_rel_bias)
 
 
 def _as_int(name, value) -> int:
@@ -386,7 +387,7 @@ def varlen_attention(
     scale: Optional[float] = None,
     *,
     rel_bias: Optional[torch.Tensor] = None,
-    max_distance: int = 128,
+    max_distance: int = MAX_DISTANCE,
     out: Optional[torch.Tensor] = None,
     input_precision: Optional[str] = None,
     config: Optional[dict] = None,
@@ -461,7 +462,7 @@ def varlen_attention_ref(
     scale: Optional[float] = None,
     *,
     rel_bias: Optional[torch.Tensor] = None,
-    max_distance: int = 128,
+    max_distance: int = MAX_DISTANCE,
     compute_dtype: torch.dtype = torch.float32,
     out_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:

@@ -131,7 +131,7 @@ def launch_linear(x, weight, bias, kernel_activation: str, residual, out=None, *
     [M, N] or None, one float dtype and device, `kernel_activation` a kernel name ("" for none)."""
     M, N = x.shape[0], weight.shape[0]
     epilogue = epilogue_name(bias is not None, kernel_activation, residual is not None)
-    impl = select(x, weight, (_utils.bucket(M), N, x.shape[1], epilogue, _dtypes.dtype_name(x.dtype)), choice)
+    impl = select(x, weight, choice_key(M, N, x.shape[1], epilogue, x.dtype), choice)
     if out is None:
         out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     impl.launch(x, weight, bias, kernel_activation, residual, out, _utils.check_input_precision(None, x.dtype))
@@ -185,7 +185,7 @@ def launch_linear_residual_layernorm(
     """linear_residual_layernorm() on checked operands (launch_linear's contract; M >= 1)."""
     M, N = x.shape[0], weight.shape[0]
     epilogue = epilogue_name(bias is not None, "", True, True)
-    impl = select(x, weight, (_utils.bucket(M), N, x.shape[1], epilogue, _dtypes.dtype_name(x.dtype)), choice)
+    impl = select(x, weight, choice_key(M, N, x.shape[1], epilogue, x.dtype), choice)
     y = torch.empty((M, N), dtype=x.dtype, device=x.device)  # the GEMM's output, before the row pass
     if out is None:
         out = torch.empty_like(y)
