@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bertfast import families
-from bertfast.bench.models import FAMILY_MODELS, PUBLIC_MODELS, build_hf, model_dims, weights_note
+from bertfast.bench.models import FAMILY_MODELS, PUBLIC_MODELS, build_hf, max_seq_len, model_dims, weights_note
 
 transformers = pytest.importorskip("transformers")
 
@@ -35,6 +35,14 @@ def test_family_models_have_their_published_sizes(name):
     sdpa = bool(getattr(type(model), "_supports_sdpa", False))
     assert model.config._attn_implementation == ("sdpa" if sdpa else "eager")
     assert ("no SDPA" in weights_note(name)) == (not sdpa)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_MODELS))
+def test_bench_length_limit_is_what_transformers_runs(name):
+    """The cases the bench plans stop at the longest input transformers itself accepts: RoBERTa-style
+    position tables (514 rows) hold 512 tokens after the padding id, the others their full table."""
+    assert max_seq_len(name) == 512
+    assert max_seq_len("minilm") == 512 and max_seq_len("bert-large") == 512
 
 
 def test_an_unknown_model_is_refused_by_name():

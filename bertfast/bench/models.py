@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 
 from ..config import PUBLISHED_CONFIGS
+from ..families import family_for
 
 # The base models of the other families, as their authors published them (the config.json of each hub
 # checkpoint named in the key, in transformers' field names): (transformers config class, model class, fields).
@@ -150,6 +151,18 @@ def weights_note(model_name: str) -> str:
     return note
 
 
+def max_seq_len(model_name: str) -> int:
+    """The longest sequence a bench model runs: its position table, less the rows that RoBERTa-style
+    positions skip (they start after the padding id), as the family registry says."""
+    if model_name == "minilm":
+        return 512
+    fields = MODEL_CONFIGS[model_name]
+    # A family model is named for its model_type ("roberta-base" -> "roberta"); the rest are BERT configs.
+    model_type = model_name.removesuffix("-base") if model_name in FAMILY_MODELS else "bert"
+    positions = family_for(model_type).positions
+    return positions.longest(fields["max_position_embeddings"], fields.get("pad_token_id"))
+
+
 def _supports_sdpa(model_name: str) -> bool:
     import transformers
 
@@ -189,8 +202,6 @@ def build_hf(model_name: str, attn_implementation: str, state: dict | None = Non
 def model_dims(hf_model) -> dict[str, int]:
     """The sizes a report gives, read off the modules by the family registry (each family spells its config
     fields its own way; ALBERT's shared layer counts once per use)."""
-    from ..families import family_for
-
     family = family_for(hf_model.config)
     emb = family.embeddings(hf_model)
     layers = family.layers(hf_model)

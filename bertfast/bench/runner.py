@@ -40,7 +40,7 @@ from .device import (
 )
 from .engines import DEFAULT_ENGINES, Engine, Forward, engine, is_peer
 from .floors import encoder_flops, part_floors_ms, throughput
-from .models import MODEL_CONFIGS, PUBLIC_MODELS, build_hf, model_dims, use_minilm_dir, weights_note
+from .models import MODEL_CONFIGS, PUBLIC_MODELS, build_hf, max_seq_len, model_dims, use_minilm_dir, weights_note
 from .profile import against_floors, profile_forward
 from .report import CONVENTIONS, RESULT_KEYS
 from .workloads import Case, make_case, plan_cases, sentence_ids
@@ -155,7 +155,7 @@ def _run(opts: BenchOptions, device: torch.device) -> dict:
     report = _new_report(opts, device, dtypes)
     plan = []  # (model, dtype, [(kind, b, s)])
     for m in opts.models:
-        max_pos = 512 if m == "minilm" else MODEL_CONFIGS[m]["max_position_embeddings"]
+        max_pos = max_seq_len(m)
         cases = (
             [c for c in opts.cases if c[2] <= max_pos]
             if opts.cases is not None
