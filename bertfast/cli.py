@@ -14,26 +14,9 @@ import platform
 import sys
 
 from . import __version__
-from ._dtypes import DTYPE_NAMES, parse_dtype
+from ._argtypes import dtype_arg, positive_int
+from ._dtypes import DTYPE_NAMES
 from .exit_codes import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-
-
-def _dtype_arg(name: str):
-    """argparse type for --dtype: the package's one dtype parser, its message in argparse's error."""
-    try:
-        return parse_dtype(name)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DTYPE_NAMES)}, got {name!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -182,7 +165,7 @@ def _add_encode(sub) -> None:
     e.add_argument(
         "--dtype",
         default=None,
-        type=_dtype_arg,
+        type=dtype_arg,
         metavar="DTYPE",
         help=f"weights dtype, one of {', '.join(DTYPE_NAMES)} (default: the checkpoint's)",
     )
@@ -195,7 +178,7 @@ def _add_encode(sub) -> None:
     )
     e.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         metavar="N",
         help="sentences per forward; they are sorted by length first (default: 64)",
@@ -264,15 +247,15 @@ def _add_tune(sub) -> None:
         help="minilm (embedded), bert-base, bert-large (seeded random weights), or a model directory (default: minilm)",
     )
     t.add_argument(
-        "--max-tokens", type=_positive_int, default=4096, help="largest token bucket to prepare (default: 4096)"
+        "--max-tokens", type=positive_int, default=4096, help="largest token bucket to prepare (default: 4096)"
     )
     t.add_argument(
-        "--seq-len", type=_positive_int, default=128, help="sequence length of the tuning batches (default: 128)"
+        "--seq-len", type=positive_int, default=128, help="sequence length of the tuning batches (default: 128)"
     )
     t.add_argument(
         "--dtype",
         default="float16",
-        type=_dtype_arg,
+        type=dtype_arg,
         metavar="DTYPE",
         help=f"dtype to tune for, one of {', '.join(DTYPE_NAMES)} (default: float16)",
     )

@@ -6,21 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._dtypes import DTYPE_NAMES, parse_dtype
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from .._argtypes import dtype_arg, positive_int
+from .._dtypes import DTYPE_NAMES
 
 
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {value}")
     return value
@@ -34,13 +25,6 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
-
-
-def _dtype(name: str):
-    try:
-        return parse_dtype(name)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DTYPE_NAMES)}, got {name!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
         default=None,
-        type=_dtype,
+        type=dtype_arg,
         metavar="DTYPE",
         help=f"weights dtype, one of {', '.join(DTYPE_NAMES)} (default: the checkpoint's)",
     )
@@ -76,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-batch-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=16384,
         metavar="N",
         help="real tokens (after tokenization) in one packed forward, at most; at least the model's length "
@@ -84,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-queue",
-        type=_positive_int,
+        type=positive_int,
         default=32768,
         metavar="N",
         help="texts waiting for a batch, at most; a request that does not fit is answered 429 with "
@@ -92,14 +76,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-inputs",
-        type=_positive_int,
+        type=positive_int,
         default=2048,
         metavar="N",
         help="inputs in one request, at most (default: 2048)",
     )
     p.add_argument(
         "--max-body-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=2 * 1024 * 1024,
         metavar="N",
         help="request body size, at most; larger bodies are answered 413 (default: 2097152, 2 MB)",
